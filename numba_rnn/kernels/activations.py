@@ -1,0 +1,49 @@
+"""Row-wise activations and their derivatives, shared by every CPU kernel.
+
+Each function works on one row of ``H`` hidden units and writes into ``out``; the
+branch on the activation code sits outside the inner loop so that LLVM sees a
+plain loop per activation. Constants take the array's dtype
+(``out.dtype.type(1)``) so that float32 stays float32 throughout.
+
+Activation codes (kept as small integers because kernels take plain scalars):
+
+========  ====  =======================  ===========================
+name      code  g(z)                     g'(z), written with a = g(z)
+========  ====  =======================  ===========================
+tanh      0     tanh(z)                  1 - a²
+relu      1     max(z, 0) (NaN stays)    1 if a > 0 else 0
+========  ====  =======================  ===========================
+"""
+import math
+
+from numba import njit
+
+TANH = 0
+RELU = 1
+NONLINEARITIES = {"tanh": TANH, "relu": RELU}
+
+
+@njit(cache=True, nogil=True)
+def activate_row(kind, u, z, out):
+    """``out[j] = g(u[j] + z[j])`` for one row; ``u, z, out`` have shape (H,)."""
+    zero = out.dtype.type(0)
+    if kind == TANH:
+        for j in range(out.shape[0]):
+            out[j] = math.tanh(u[j] + z[j])
+    else:
+        for j in range(out.shape[0]):
+            v = u[j] + z[j]
+            out[j] = zero if v <= zero else v  # NaN is not <= 0, so it propagates
+
+
+@njit(cache=True, nogil=True)
+def activation_grad_row(kind, a, g, out):
+    """``out[j] = g[j] * g'(z[j])`` for one row, with ``a = g(z)``; shapes (H,)."""
+    zero = out.dtype.type(0)
+    one = out.dtype.type(1)
+    if kind == TANH:
+        for j in range(out.shape[0]):
+            out[j] = g[j] * (one - a[j] * a[j])
+    else:
+        for j in range(out.shape[0]):
+            out[j] = g[j] if a[j] > zero else zero

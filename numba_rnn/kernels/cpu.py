@@ -1,0 +1,239 @@
+"""CPU kernels: the two sequential recurrences in Numba, the batched products in BLAS.
+
+Shapes (time-major): T time steps, N batch, D input size, H hidden size.
+
+Only the recurrences are sequential in time. Each is **one compiled call for the
+whole sequence**: no Python runs per time step. Everything else (the input
+projection and the weight, bias and input gradients) is one matrix product over all
+T·N rows, issued through NumPy to BLAS.
+
+The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
+from the same source (``prange`` is ``range`` when ``parallel=False``). The parallel
+variant splits the batch rows of the elementwise work across threads; every row is
+computed by the same instructions in both variants, so they give the same numbers.
+
+Forward and backward are written as mirrors, line for line::
+
+    forward, t = 0 .. T-1                    backward, t = T-1 .. 0
+    z      = a<t-1>·W_aaᵀ                    g<t>   = dA<t> + carry        (= ∂L/∂a<t>)
+    a<t>   = g(U<t> + z)                     δ<t>   = g<t> ⊙ g'(a<t>)
+                                             carry  = δ<t>·W_aa            (→ ∂L/∂a<t-1>)
+
+A reverse direction walks time the other way: its "previous" step is t+1.
+"""
+import math
+import types
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import activate_row, activation_grad_row
+
+
+def _compile(py_func, parallel):
+    """Compile ``py_func`` serial or parallel, under its own name.
+
+    Numba's on-disk cache keys entries by the function's qualified name, not by its
+    compile flags, so the two variants are given distinct names to keep their cache
+    entries apart.
+    """
+    suffix = "_parallel" if parallel else "_serial"
+    clone = types.FunctionType(py_func.__code__, py_func.__globals__,
+                               py_func.__name__ + suffix, py_func.__defaults__,
+                               py_func.__closure__)
+    clone.__qualname__ = py_func.__qualname__ + suffix
+    clone.__doc__ = py_func.__doc__
+    return njit(parallel=parallel, cache=True, nogil=True)(clone)
+
+
+def _forward(U, W_aa, a0, kind, reverse, A):
+    """Forward recurrence of one layer-direction over the whole sequence.
+
+    Parameters
+    ----------
+    U : (T, N, H) array
+        Input projection ``x·W_axᵀ + b`` (computed by :func:`input_projection`).
+    W_aa : (H, H) array
+        Recurrent weights.
+    a0 : (N, H) C-contiguous array
+        Initial state (``a<-1>``; ``a<T>`` for the reverse direction).
+    kind : int
+        Activation code (:data:`~numba_rnn.kernels.activations.NONLINEARITIES`).
+    reverse : bool
+        Walk time from T-1 down to 0.
+    A : (T, N, H) C-contiguous array, written
+        Every hidden state ``a<t>``.
+    """
+    T, N, H = U.shape
+    z = np.empty((N, H), dtype=A.dtype)
+    W_aaT = W_aa.T
+    prev = a0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        np.dot(prev, W_aaT, z)                              # z = a<t-1>·W_aaᵀ   (N, H)
+        for n in prange(N):
+            activate_row(kind, U[t, n], z[n], A[t, n])      # a<t> = g(U<t> + z)
+        prev = A[t]
+
+
+def _backward(dA, A, W_aa, dh_n, kind, reverse, delta, norms):
+    """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
+
+    Parameters
+    ----------
+    dA : (T, N, H) array
+        ∂L/∂a<t> arriving from above (the output head or the next layer), not yet
+        including what flows back through time.
+    A : (T, N, H) array
+        The hidden states saved by the forward pass.
+    W_aa : (H, H) array
+        Recurrent weights.
+    dh_n : (N, H) C-contiguous array, overwritten
+        ∂L/∂a<T-1> from the final state; on return it holds ∂L/∂a<-1> (= dh0).
+    kind, reverse
+        As in ``_forward``.
+    delta : (T, N, H) C-contiguous array, written
+        δ<t> = ∂L/∂z<t>, the gradient at the pre-activation.
+    norms : (T, N) array, written
+        ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm.
+    """
+    T, N, H = A.shape
+    carry = dh_n
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for n in prange(N):
+            acc = norms.dtype.type(0)
+            for j in range(H):
+                gj = dA[t, n, j] + carry[n, j]              # g<t> = dA<t> + δ<t+1>·W_aa
+                acc += gj * gj
+                carry[n, j] = gj
+            norms[t, n] = math.sqrt(acc)                    # ‖∂L/∂a<t>‖
+            activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t> = g<t> ⊙ g'(a<t>)
+        np.dot(delta[t], W_aa, carry)                       # carry = δ<t>·W_aa   (N, H)
+
+
+_forward_kernels = {p: _compile(_forward, p) for p in (False, True)}
+_backward_kernels = {p: _compile(_backward, p) for p in (False, True)}
+
+
+def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False):
+    """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
+
+    ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H).
+    """
+    A = np.empty(U.shape, dtype=U.dtype)
+    a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
+    _forward_kernels[bool(parallel)](U, W_aa, a0, kind, bool(reverse), A)
+    return A
+
+
+def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False):
+    """Run BPTT through the recurrence.
+
+    Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a<-1> (N, H) and the
+    per-sample hidden-gradient norms ‖∂L/∂a<t>‖ (T, N).
+    """
+    T, N, H = A.shape
+    delta = np.empty_like(A)
+    norms = np.empty((T, N), dtype=A.dtype)
+    if dh_n is None:
+        carry = np.zeros((N, H), dtype=A.dtype)
+    else:
+        carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
+    _backward_kernels[bool(parallel)](dA, A, W_aa, carry, kind, bool(reverse), delta, norms)
+    return delta, carry, norms
+
+
+# --- the batched products: one BLAS call each over all T·N rows -------------------
+
+def input_projection(x, W_ax, b):
+    """``U = x·W_axᵀ + b``: (T, N, D) → (T, N, H), one GEMM."""
+    T, N, D = x.shape
+    U = x.reshape(T * N, D) @ W_ax.T
+    if b is not None:
+        U += b
+    return U.reshape(T, N, W_ax.shape[0])
+
+
+def input_grad(delta, W_ax):
+    """``dx = δ·W_ax``: (T, N, H) → (T, N, D), one GEMM."""
+    T, N, H = delta.shape
+    return (delta.reshape(T * N, H) @ W_ax).reshape(T, N, W_ax.shape[1])
+
+
+def weight_grads(delta, x, A, a0, reverse=False):
+    """Weight and bias gradients of one layer-direction.
+
+    ``dW_ax = Σ_t δ<t>ᵀ x<t>``, ``dW_aa = Σ_t δ<t>ᵀ a<t-1>``, ``db = Σ_t Σ_n δ<t>``;
+    ``a<t-1>`` is ``a<t+1>`` for the reverse direction and ``a0`` at the sequence
+    start. Returns ``(dW_ax (H, D), dW_aa (H, H), db (H,))``.
+    """
+    T, N, H = delta.shape
+    D = x.shape[2]
+    d2 = delta.reshape(T * N, H)
+    dW_ax = d2.T @ x.reshape(T * N, D)
+    if reverse:   # a<t+1> pairs with δ<t> for t < T-1; a0 pairs with δ<T-1>
+        dW_aa = delta[T - 1].T @ a0
+        if T > 1:
+            dW_aa += delta[:-1].reshape(-1, H).T @ A[1:].reshape(-1, H)
+    else:         # a<t-1> pairs with δ<t> for t > 0; a0 pairs with δ<0>
+        dW_aa = delta[0].T @ a0
+        if T > 1:
+            dW_aa += delta[1:].reshape(-1, H).T @ A[:-1].reshape(-1, H)
+    db = d2.sum(axis=0)
+    return dW_ax, dW_aa, db
+
+
+# --- clipping: reductions and in-place updates over flat gradient arrays ----------
+
+@njit(cache=True, nogil=True)
+def norm_partial(g, p):
+    """Partial p-norm of a flat array, accumulated in float64.
+
+    Returns ``max|g|`` for ``p = inf``, else ``Σ|g|^p`` (combine partials with
+    :func:`numba_rnn.clip.clip_grad_norm`). NaN anywhere gives NaN.
+    """
+    acc = 0.0
+    if p == np.inf:
+        for i in range(g.size):
+            v = abs(np.float64(g[i]))
+            if v > acc or v != v:
+                acc = v
+            if acc != acc:
+                return acc
+    elif p == 2.0:
+        for i in range(g.size):
+            v = np.float64(g[i])
+            acc += v * v
+    elif p == 1.0:
+        for i in range(g.size):
+            acc += abs(np.float64(g[i]))
+    else:
+        for i in range(g.size):
+            acc += abs(np.float64(g[i])) ** p
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def scale_(g, c):
+    """``g *= c`` in place on a flat array."""
+    c = g.dtype.type(c)
+    for i in range(g.size):
+        g[i] *= c
+
+
+@njit(cache=True, nogil=True)
+def clamp_(g, c):
+    """Clamp a flat array to ``[-c, c]`` in place; NaN stays. Returns how many moved."""
+    hi = g.dtype.type(c)
+    lo = -hi
+    moved = 0
+    for i in range(g.size):
+        v = g[i]
+        if v > hi:
+            g[i] = hi
+            moved += 1
+        elif v < lo:
+            g[i] = lo
+            moved += 1
+    return moved
