@@ -1,0 +1,50 @@
+import itertools
+
+import numpy as np
+import pytest
+
+import numba_rnn as nr
+
+from . import reference as ref
+
+# uni/bi × 1/3 layers × tanh/relu × batch_first: the grid every gradient test covers
+GRID = list(itertools.product([False, True], [1, 3], ["tanh", "relu"], [False, True]))
+GRID_IDS = [f"{'bi' if b else 'uni'}-L{L}-{nl}{'-bf' if bf else ''}" for b, L, nl, bf in GRID]
+
+
+def make_problem(bidirectional, num_layers, nonlinearity, batch_first, dtype=np.float64,
+                 T=5, N=3, D=4, H=6, seed=0, **kw):
+    """A model and matching random x, h0, d_out, d_hn (in the model's layout)."""
+    rng = np.random.default_rng(seed)
+    rnn = nr.RNN(D, H, num_layers=num_layers, nonlinearity=nonlinearity,
+                 batch_first=batch_first, bidirectional=bidirectional, dtype=dtype,
+                 seed=seed, **kw)
+    dirs = 2 if bidirectional else 1
+    x = rng.standard_normal((N, T, D) if batch_first else (T, N, D))
+    h0 = 0.5 * rng.standard_normal((num_layers * dirs, N, H))
+    d_out = rng.standard_normal((N, T, dirs * H) if batch_first else (T, N, dirs * H))
+    d_hn = rng.standard_normal((num_layers * dirs, N, H))
+    return rnn, x, h0, d_out, d_hn
+
+
+def reference_run(rnn, x, h0, d_out, d_hn, masks=None):
+    """Run tests/reference.py on the model's float64 weights, in time-major layout."""
+    params = {k: v.astype(np.float64) for k, v in rnn.params.items()}
+    if rnn.batch_first:
+        x, d_out = x.transpose(1, 0, 2), d_out.transpose(1, 0, 2)
+    args = (params, rnn.num_layers, rnn.bidirectional, rnn.nonlinearity)
+    out, h_n, cache = ref.rnn_forward(x, h0, *args, masks=masks)
+    grads, dx, dh0, norms = ref.rnn_backward(cache, d_out, d_hn, *args, masks=masks)
+    if rnn.batch_first:
+        out, dx = out.transpose(1, 0, 2), dx.transpose(1, 0, 2)
+    return out, h_n, grads, dx, dh0, norms
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
