@@ -86,9 +86,10 @@ class RNN:
         See :mod:`numba_rnn.init`; ``"uniform"`` is torch's default.
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
-    parallel : bool or None
-        Use the ``prange``-parallel kernels (same numbers as the serial ones).
-        None: parallel when Numba has more than one thread.
+    parallel : bool, default False
+        Use the ``prange``-parallel recurrence kernels (bitwise the same numbers as
+        the serial ones). Off by default: on the 2-core reference machine they are
+        slower today than the serial kernels (see :mod:`numba_rnn.kernels.threads`).
 
     Attributes
     ----------
@@ -107,7 +108,7 @@ class RNN:
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh",
                  bias=True, batch_first=False, dropout=0.0, bidirectional=False,
                  dtype=np.float32, device="cpu", seed=None, *, init="uniform",
-                 spectral_radius=None, parallel=None):
+                 spectral_radius=None, parallel=False):
         self.input_size = V.positive_int(input_size, "input_size")
         self.hidden_size = V.positive_int(hidden_size, "hidden_size")
         self.num_layers = V.positive_int(num_layers, "num_layers")
@@ -126,9 +127,6 @@ class RNN:
                 raise ValueError(f"spectral_radius must be a positive finite number, "
                                  f"got {spectral_radius}")
         self.spectral_radius = spectral_radius
-        if parallel is None:
-            import numba
-            parallel = numba.config.NUMBA_NUM_THREADS > 1
         self.parallel = bool(parallel)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -540,11 +538,12 @@ def atomic_savez(path, arrays):
 def read_npz(path):
     """Read every array of an ``.npz`` file without pickle; corrupt files → ValueError."""
     try:
-        z = np.load(os.fspath(path), allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not an .npz archive")
-        with z:
-            return {name: z[name] for name in z.files}
+        with open(os.fspath(path), "rb") as f:          # we own the handle: always closed
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            with z:
+                return {name: z[name] for name in z.files}
     except FileNotFoundError:
         raise
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:

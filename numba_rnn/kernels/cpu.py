@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import activate_row, activation_grad_row
+from .threads import blas_single_threaded
 
 
 def _compile(py_func, parallel):
@@ -123,7 +124,8 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False):
     """
     A = np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
-    _forward_kernels[bool(parallel)](U, W_aa, a0, kind, bool(reverse), A)
+    with blas_single_threaded():
+        _forward_kernels[bool(parallel)](U, W_aa, a0, kind, bool(reverse), A)
     return A
 
 
@@ -140,7 +142,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False):
         carry = np.zeros((N, H), dtype=A.dtype)
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
-    _backward_kernels[bool(parallel)](dA, A, W_aa, carry, kind, bool(reverse), delta, norms)
+    with blas_single_threaded():
+        _backward_kernels[bool(parallel)](dA, A, W_aa, carry, kind, bool(reverse), delta, norms)
     return delta, carry, norms
 
 

@@ -1,0 +1,107 @@
+"""The CPU kernels, one by one, against tests/reference.py."""
+import numba
+import numpy as np
+import pytest
+
+from numba_rnn.kernels import NONLINEARITIES, cpu, get_backend
+from numba_rnn.kernels.activations import activate_row, activation_grad_row
+
+from . import reference as ref
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_rows(nonlinearity, dtype, rng):
+    kind = NONLINEARITIES[nonlinearity]
+    u = rng.standard_normal(50).astype(dtype) * 3
+    z = rng.standard_normal(50).astype(dtype)
+    out = np.empty(50, dtype)
+    activate_row(kind, u, z, out)
+    np.testing.assert_allclose(out, ref.act(u + z, nonlinearity), rtol=2e-7 if dtype == np.float32 else 1e-15)
+    g = rng.standard_normal(50).astype(dtype)
+    dz = np.empty(50, dtype)
+    activation_grad_row(kind, out, g, dz)
+    assert dz.dtype == dtype
+    np.testing.assert_allclose(dz, g * ref.act_deriv((u + z).astype(np.float64), nonlinearity),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+def test_activations_saturate_and_propagate_nan():
+    u = np.array([-50.0, -20.0, 20.0, 50.0, np.nan, np.inf, -np.inf])
+    out = np.empty_like(u)
+    activate_row(NONLINEARITIES["tanh"], u, np.zeros_like(u), out)
+    np.testing.assert_array_equal(out, [-1, -1, 1, 1, np.nan, 1, -1])
+    dz = np.empty_like(u)
+    activation_grad_row(NONLINEARITIES["tanh"], out, np.ones_like(u), dz)
+    np.testing.assert_array_equal(dz[[0, 1, 2, 3, 5, 6]], 0.0)       # exact zero, no NaN
+    activate_row(NONLINEARITIES["relu"], u, np.zeros_like(u), out)
+    np.testing.assert_array_equal(out, [0, 0, 20, 50, np.nan, np.inf, 0])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, parallel, rng):
+    T, N, D, H = 6, 3, 4, 5
+    x = rng.standard_normal((T, N, D))
+    a0 = rng.standard_normal((N, H))
+    W_ax, W_aa, b = (rng.standard_normal((H, D)) * 0.5, rng.standard_normal((H, H)) * 0.5,
+                     rng.standard_normal(H))
+    kind = NONLINEARITIES[nonlinearity]
+    U = cpu.input_projection(x, W_ax, b)
+    A = cpu.recurrence_forward(U, W_aa, a0, kind, reverse, parallel)
+    rA, rZ = ref.direction_forward(x, a0, W_ax, W_aa, b, nonlinearity, reverse)
+    np.testing.assert_allclose(A, rA, atol=1e-12)
+
+    dA, d_last = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
+    delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, d_last, kind, reverse, parallel)
+    dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse)
+    dx = cpu.input_grad(delta, W_ax)
+    r = ref.direction_backward(dA, d_last, x, a0, rA, rZ, W_ax, W_aa, nonlinearity, reverse)
+    for ours, theirs in zip((dW_ax, dW_aa, db, dx, dh0, norms), r):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-11, atol=1e-12)
+
+
+def test_single_time_step():
+    rng = np.random.default_rng(0)
+    x, a0 = rng.standard_normal((1, 2, 3)), rng.standard_normal((2, 4))
+    W_ax, W_aa, b = rng.standard_normal((4, 3)), rng.standard_normal((4, 4)), np.zeros(4)
+    for reverse in (False, True):
+        A = cpu.recurrence_forward(cpu.input_projection(x, W_ax, b), W_aa, a0, 0, reverse)
+        np.testing.assert_allclose(A[0], np.tanh(x[0] @ W_ax.T + a0 @ W_aa.T), atol=1e-14)
+        delta, dh0, _ = cpu.recurrence_backward(np.ones_like(A), A, W_aa, None, 0, reverse)
+        dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse)
+        np.testing.assert_allclose(dW_aa, delta[0].T @ a0, atol=1e-14)
+        np.testing.assert_allclose(dh0, delta[0] @ W_aa, atol=1e-14)
+
+
+def test_float32_stays_float32(rng):
+    T, N, D, H = 4, 2, 3, 5
+    f = np.float32
+    x = rng.standard_normal((T, N, D)).astype(f)
+    W_ax, W_aa, b = (rng.standard_normal((H, D)).astype(f), rng.standard_normal((H, H)).astype(f),
+                     np.zeros(H, f))
+    U = cpu.input_projection(x, W_ax, b)
+    A = cpu.recurrence_forward(U, W_aa, np.zeros((N, H), f), 0)
+    delta, dh0, norms = cpu.recurrence_backward(np.ones_like(A), A, W_aa, None, 0)
+    outs = (U, A, delta, dh0, norms, *cpu.weight_grads(delta, x, A, np.zeros((N, H), f)),
+            cpu.input_grad(delta, W_ax))
+    assert all(o.dtype == np.float32 for o in outs)
+    # no silent upcast inside the compiled float32 kernels: no float -> double extension
+    # (fresh, uncached compilations: numba cannot show the IR of cached code)
+    T, N, H = 3, 2, 4
+    A, W, a = np.zeros((T, N, H), f), np.zeros((H, H), f), np.zeros((N, H), f)
+    fwd, bwd = numba.njit(cpu._forward), numba.njit(cpu._backward)
+    fwd(A, W, a, 0, False, A.copy())
+    bwd(A, A, W, a, 0, False, A.copy(), np.zeros((T, N), f))
+    for kernel in (fwd, bwd):
+        ir = kernel.inspect_llvm(kernel.signatures[0])
+        assert "fpext float" not in ir and "double" not in ir, kernel.__name__
+
+
+def test_backend_selection():
+    assert get_backend("cpu") is cpu
+    with pytest.raises(ValueError, match="cuda"):
+        get_backend("cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        get_backend("tpu")
