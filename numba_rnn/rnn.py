@@ -349,7 +349,8 @@ class RNN:
             d_inp = None
             for d in range(dirs):
                 s = f"_l{k}" + ("_reverse" if d else "")
-                dA = d_layer if dirs == 1 else np.ascontiguousarray(d_layer[:, :, d * H:(d + 1) * H])
+                dA = (d_layer if dirs == 1                             # (T, N, H)
+                      else np.ascontiguousarray(d_layer[:, :, d * H:(d + 1) * H]))
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
                     reverse=bool(d), parallel=self.parallel)

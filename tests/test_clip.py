@@ -29,7 +29,8 @@ def test_clip_grad_norm_matches_numpy(p, dtype, rng):
     coef = 1.0 / (expected + 1e-6)
     for k in grads:
         assert grads[k].dtype == dtype
-        np.testing.assert_allclose(grads[k], before[k] * coef, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        rtol = 1e-6 if dtype == np.float32 else 1e-14
+        np.testing.assert_allclose(grads[k], before[k] * coef, rtol=rtol)
     assert np.linalg.norm(_flat(grads), ord=p) == pytest.approx(1.0, rel=1e-5)
 
 
@@ -46,12 +47,12 @@ def test_clip_matches_torch(rng):
     torch = pytest.importorskip("torch")
     grads = _grads(rng)
     params = [torch.nn.Parameter(torch.zeros(g.shape, dtype=torch.float64)) for g in grads.values()]
-    for p, g in zip(params, grads.values()):
+    for p, g in zip(params, grads.values(), strict=False):
         p.grad = torch.tensor(g)
     t_norm = torch.nn.utils.clip_grad_norm_(params, 2.0, norm_type=3.0)
     norm = nr.clip_grad_norm(grads, 2.0, norm_type=3.0)
     assert norm == pytest.approx(float(t_norm), rel=1e-12)
-    for p, g in zip(params, grads.values()):
+    for p, g in zip(params, grads.values(), strict=False):
         np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12)
 
 

@@ -133,6 +133,8 @@ def test_layouts_give_the_same_result(model, x, layout):
     g2, dx2, dh02 = model.backward(cache2, _layouts(d_out)[layout])
     np.testing.assert_allclose(dx2, dx, atol=tol * 10, rtol=0)
     np.testing.assert_allclose(dh02, dh0, atol=tol * 10, rtol=0)
+    for name in g:
+        np.testing.assert_allclose(g2[name], g[name], atol=tol * 100, rtol=0)
     assert out2.dtype == np.float64             # the other precision is cast to the model's
 
 
