@@ -49,6 +49,7 @@ class ForwardCache:
     batch_first: bool
     unbatched: bool
     dtype: np.dtype
+    lengths: np.ndarray | None = None  # (N,) valid steps per sequence, None: all T
     hidden_grad_norms: dict = field(default_factory=dict)
 
 
@@ -232,6 +233,20 @@ class RNN:
         V.expect_shape(h, name, (LD, N, H), "(num_layers*num_directions, N, hidden_size)")
         return h
 
+    def _lengths_input(self, lengths, T, N):
+        """Validate ``lengths``: (N,) integers in [1, T]; None stays None."""
+        if lengths is None:
+            return None
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"lengths must hold integers, got dtype {arr.dtype}")
+        arr = arr.reshape(-1) if arr.ndim == 0 else arr
+        V.expect_shape(arr, "lengths", (N,), "(N,)")
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"lengths must be between 1 and T={T}, got values from "
+                             f"{arr.min()} to {arr.max()}")
+        return None if arr.min() == T else np.ascontiguousarray(arr, dtype=np.int64)
+
     def _output_layout(self, out, h_n, unbatched):
         """Time-major (T, N, ·) results → the user's layout."""
         if unbatched:
@@ -241,20 +256,26 @@ class RNN:
         return out, h_n
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, x, h0=None):
+    def __call__(self, x, h0=None, *, lengths=None):
         """Inference: ``out, h_n = rnn(x, h0)``, no dropout, nothing kept for BPTT."""
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
-        out, h_n, _ = self._forward(x, h0, training=False, rng=None, keep=False)
+        lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
+        out, h_n, _ = self._forward(x, h0, lengths, training=False, rng=None, keep=False)
         return self._output_layout(out, h_n, unbatched)
 
-    def forward(self, x, h0=None, *, training=True, rng=None):
+    def forward(self, x, h0=None, *, lengths=None, training=True, rng=None):
         """Forward pass that keeps what BPTT needs.
 
         Parameters
         ----------
         x : (T, N, D) array, (N, T, D) with ``batch_first``, or unbatched (T, D)
         h0 : (L·dirs, N, H) array, or (L·dirs, H) when unbatched; None for zeros
+        lengths : (N,) integer array, optional
+            Valid steps per sequence (1 ≤ lengths[n] ≤ T), respected by the
+            recurrence itself as torch's packed sequences are: ``out`` is zero at
+            padding steps, ``h_n`` holds each sequence's state after its last valid
+            step, and the reverse direction starts at step lengths[n]-1.
         training : bool, default True
             Apply dropout between layers.
         rng : numpy Generator, optional
@@ -272,14 +293,15 @@ class RNN:
         """
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
-        out, h_n, layers = self._forward(x, h0, training, rng if rng is not None
+        lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
+        out, h_n, layers = self._forward(x, h0, lengths, training, rng if rng is not None
                                          else self.rng, keep=True)
         cache = ForwardCache(layers, x.shape[0], x.shape[1], self.batch_first,
-                             unbatched, self.dtype)
+                             unbatched, self.dtype, lengths)
         out_u, h_n_u = self._output_layout(out, h_n, unbatched)
         return out_u, h_n_u, cache
 
-    def _forward(self, x, h0, training, rng, keep):
+    def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         T, N, _ = x.shape
@@ -297,14 +319,16 @@ class RNN:
                 s = f"_l{k}" + ("_reverse" if d else "")
                 a0 = h0[k * dirs + d]
                 U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s))  # (T, N, H)
-                A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind,
-                                          reverse=bool(d), parallel=self.parallel)
+                A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
+                                          parallel=self.parallel, lengths=lengths)
                 h_n[k * dirs + d] = A[0] if d else A[T - 1]
                 states.append(A)
                 starts.append(a0)
             if keep:
                 layers.append(LayerCache(inp, mask, starts, states))
             inp = states[0] if dirs == 1 else np.concatenate(states, axis=2)  # (T, N, dirs·H)
+            if lengths is not None:
+                inp = _zero_padding(inp, lengths)
         return inp, h_n, layers
 
     # ------------------------------------------------------------------ backward
@@ -353,7 +377,7 @@ class RNN:
                       else np.ascontiguousarray(d_layer[:, :, d * H:(d + 1) * H]))
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
-                    reverse=bool(d), parallel=self.parallel)
+                    reverse=bool(d), parallel=self.parallel, lengths=cache.lengths)
                 dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
                                                    reverse=bool(d))
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
@@ -504,6 +528,12 @@ def _check_dropout(p, num_layers):
         warnings.warn("dropout acts between stacked layers; with num_layers=1 it has no "
                       "effect", UserWarning, stacklevel=3)
     return p
+
+
+def _zero_padding(out, lengths):
+    """``out`` (T, N, F) with the steps t ≥ lengths[n] set to zero (a new array)."""
+    valid = np.arange(out.shape[0])[:, None] < lengths[None, :]          # (T, N)
+    return out * valid[:, :, None].astype(out.dtype)
 
 
 def _dropout_mask(rng, shape, p, dtype):

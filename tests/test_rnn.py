@@ -216,3 +216,64 @@ def test_non_finite_input_propagates_as_in_numpy(bad, nonlinearity):
     np.testing.assert_allclose(out, r_out, atol=1e-10, equal_nan=True)
     np.testing.assert_allclose(h_n, r_hn, atol=1e-10, equal_nan=True)
     assert np.isfinite(out[0]).all()                      # steps before the bad one are clean
+
+
+@pytest.mark.parametrize("bidirectional,num_layers", [(False, 1), (True, 2), (True, 3)])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_lengths_equal_running_each_sequence_alone(bidirectional, num_layers, nonlinearity):
+    """Packed-sequence semantics: sequence n behaves as if it were x[:lengths[n], n]."""
+    rnn, x, h0, d_out, d_hn = make_problem(bidirectional, num_layers, nonlinearity, False,
+                                           T=7, N=4)
+    lengths = np.array([7, 3, 1, 5])
+    out, h_n, cache = rnn.forward(x, h0, lengths=lengths)
+    grads, dx, dh0 = rnn.backward(cache, d_out, d_hn)
+    summed = {k: np.zeros_like(v) for k, v in grads.items()}
+    for n, L in enumerate(lengths):
+        sl = slice(n, n + 1)
+        r_out, r_hn, r_grads, r_dx, r_dh0, r_norms = reference_run(
+            rnn, x[:L, sl], h0[:, sl], d_out[:L, sl], d_hn[:, sl])
+        np.testing.assert_allclose(out[:L, sl], r_out, atol=1e-12)
+        np.testing.assert_array_equal(out[L:, n], 0.0)                  # zero padding
+        np.testing.assert_allclose(h_n[:, sl], r_hn, atol=1e-12)
+        np.testing.assert_allclose(dx[:L, sl], r_dx, atol=1e-12)
+        np.testing.assert_array_equal(dx[L:, n], 0.0)
+        np.testing.assert_allclose(dh0[:, sl], r_dh0, atol=1e-12)
+        for key, norms in r_norms.items():
+            np.testing.assert_allclose(cache.hidden_grad_norms[key][:L, n], norms[:, 0],
+                                       atol=1e-12)
+            np.testing.assert_array_equal(cache.hidden_grad_norms[key][L:, n], 0.0)
+        for k in summed:
+            summed[k] += r_grads[k]
+    for k in grads:                                 # parameter gradients add over sequences
+        np.testing.assert_allclose(grads[k], summed[k], atol=1e-11, err_msg=k)
+    out_inf, h_n_inf = rnn(x, h0, lengths=lengths)
+    np.testing.assert_array_equal(out_inf, out)
+    np.testing.assert_array_equal(h_n_inf, h_n)
+
+
+def test_lengths_gradients_match_central_differences():
+    rnn, x, h0, R, S = make_problem(True, 2, "tanh", True, T=5, N=3, D=3, H=4, seed=8)
+    lengths = np.array([2, 5, 4])
+
+    def loss():
+        out, h_n, _ = rnn.forward(x, h0, lengths=lengths)
+        return float(np.sum(out * R) + np.sum(h_n * S))
+    _, _, cache = rnn.forward(x, h0, lengths=lengths)
+    grads, dx, dh0 = rnn.backward(cache, R, S)
+    for name, p in rnn.params.items():
+        assert rel_err(grads[name], _central_difference(loss, p)) <= 1e-6, name
+    assert rel_err(dx, _central_difference(loss, x)) <= 1e-6
+    assert rel_err(dh0, _central_difference(loss, h0)) <= 1e-6
+
+
+@pytest.mark.parametrize("lengths,exc,match", [
+    ([3, 0, 2], ValueError, "between 1 and T=5"),
+    ([3, 6, 2], ValueError, "between 1 and T=5"),
+    ([3, 2], ValueError, r"lengths must have shape \(N,\)"),
+    ([[3, 2, 1]], ValueError, r"lengths must have shape \(N,\)"),
+    ([3.0, 2.0, 1.0], TypeError, "lengths must hold integers"),
+])
+def test_bad_lengths(lengths, exc, match):
+    rnn, x, *_ = make_problem(False, 1, "tanh", False, N=3)
+    with pytest.raises(exc, match=match):
+        rnn.forward(x, lengths=lengths)

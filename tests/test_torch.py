@@ -68,3 +68,17 @@ def test_torch_state_dict_round_trip():
     x = np.random.default_rng(0).standard_normal((4, 2, 3))
     np.testing.assert_allclose(ours(x)[0], t_rnn(torch.tensor(x))[0].detach().numpy(),
                                atol=1e-12)
+
+
+def test_lengths_equal_torch_packed_sequences():
+    t_rnn, ours = _torch_pair(True, 2, "tanh", False)
+    rng = np.random.default_rng(3)
+    x, h0 = rng.standard_normal((6, 3, 4)), rng.standard_normal((4, 3, 6))
+    lengths = np.array([6, 2, 4])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor(lengths),
+                                                     enforce_sorted=False)
+    t_out, t_hn = t_rnn(packed, torch.tensor(h0))
+    t_out, _ = torch.nn.utils.rnn.pad_packed_sequence(t_out, total_length=6)
+    out, h_n = ours(x, h0, lengths=lengths)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(h_n, t_hn.detach().numpy(), atol=1e-12)

@@ -4,8 +4,9 @@
 the names below, so it is written once for every device:
 
 - ``input_projection(x, W_ax, b) -> U``
-- ``recurrence_forward(U, W_aa, a0, kind, reverse, parallel) -> A``
-- ``recurrence_backward(dA, A, W_aa, dh_n, kind, reverse, parallel) -> (delta, dh0, norms)``
+- ``recurrence_forward(U, W_aa, a0, kind, reverse, parallel, lengths) -> A``
+- ``recurrence_backward(dA, A, W_aa, dh_n, kind, reverse, parallel, lengths)
+  -> (delta, dh0, norms)``
 - ``weight_grads(delta, x, A, a0, reverse) -> (dW_ax, dW_aa, db)``
 - ``input_grad(delta, W_ax) -> dx``
 - ``norm_partial(g, p)``, ``scale_(g, c)``, ``clamp_(g, c)`` (clipping)

@@ -47,7 +47,7 @@ def _compile(py_func, parallel):
     return njit(parallel=parallel, cache=True, nogil=True)(clone)
 
 
-def _forward(U, W_aa, a0, kind, reverse, A):
+def _forward(U, W_aa, a0, lengths, kind, reverse, A):
     """Forward recurrence of one layer-direction over the whole sequence.
 
     Parameters
@@ -58,12 +58,17 @@ def _forward(U, W_aa, a0, kind, reverse, A):
         Recurrent weights.
     a0 : (N, H) C-contiguous array
         Initial state (``a<-1>``; ``a<T>`` for the reverse direction).
+    lengths : (N,) int64 array
+        Valid steps per sequence, 1 ≤ lengths[n] ≤ T. Steps t ≥ lengths[n] are
+        padding: the state is carried through them unchanged, so the forward
+        direction ends on a<lengths[n]-1> and the reverse one starts from a0 at
+        t = lengths[n]-1, as torch's packed sequences do.
     kind : int
         Activation code (:data:`~numba_rnn.kernels.activations.NONLINEARITIES`).
     reverse : bool
         Walk time from T-1 down to 0.
     A : (T, N, H) C-contiguous array, written
-        Every hidden state ``a<t>``.
+        Every hidden state ``a<t>`` (the carried state at padding steps).
     """
     T, N, H = U.shape
     z = np.empty((N, H), dtype=A.dtype)
@@ -73,66 +78,96 @@ def _forward(U, W_aa, a0, kind, reverse, A):
         t = T - 1 - s if reverse else s
         np.dot(prev, W_aaT, z)                              # z = a<t-1>·W_aaᵀ   (N, H)
         for n in prange(N):
-            activate_row(kind, U[t, n], z[n], A[t, n])      # a<t> = g(U<t> + z)
+            if t < lengths[n]:
+                activate_row(kind, U[t, n], z[n], A[t, n])  # a<t> = g(U<t> + z)
+            else:
+                A[t, n, :] = prev[n, :]                     # padding: a<t> = a<t-1>
         prev = A[t]
 
 
-def _backward(dA, A, W_aa, dh_n, kind, reverse, delta, norms):
+def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, delta, norms):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
     ----------
     dA : (T, N, H) array
         ∂L/∂a<t> arriving from above (the output head or the next layer), not yet
-        including what flows back through time.
+        including what flows back through time. Ignored at padding steps.
     A : (T, N, H) array
         The hidden states saved by the forward pass.
     W_aa : (H, H) array
         Recurrent weights.
-    dh_n : (N, H) C-contiguous array, overwritten
-        ∂L/∂a<T-1> from the final state; on return it holds ∂L/∂a<-1> (= dh0).
-    kind, reverse
+    dh_n : (N, H) C-contiguous array, overwritten (used as a work buffer)
+        ∂L/∂(final state).
+    lengths, kind, reverse
         As in ``_forward``.
     delta : (T, N, H) C-contiguous array, written
-        δ<t> = ∂L/∂z<t>, the gradient at the pre-activation.
+        δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
     norms : (T, N) array, written
-        ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm.
+        ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
+
+    Returns
+    -------
+    (N, H) array
+        ∂L/∂a0 (= dh0).
     """
     T, N, H = A.shape
+    zero = delta.dtype.type(0)
+    shortest = lengths.min()
     carry = dh_n
+    nxt = np.empty_like(dh_n)
     for s in range(T):
         t = s if reverse else T - 1 - s
         for n in prange(N):
-            acc = norms.dtype.type(0)
-            for j in range(H):
-                gj = dA[t, n, j] + carry[n, j]              # g<t> = dA<t> + δ<t+1>·W_aa
-                acc += gj * gj
-                carry[n, j] = gj
-            norms[t, n] = math.sqrt(acc)                    # ‖∂L/∂a<t>‖
-            activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t> = g<t> ⊙ g'(a<t>)
-        np.dot(delta[t], W_aa, carry)                       # carry = δ<t>·W_aa   (N, H)
+            if t < lengths[n]:
+                acc = zero
+                for j in range(H):
+                    gj = dA[t, n, j] + carry[n, j]          # g<t> = dA<t> + δ<t+1>·W_aa
+                    acc += gj * gj
+                    carry[n, j] = gj
+                norms[t, n] = math.sqrt(acc)                # ‖∂L/∂a<t>‖
+                activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t> = g<t> ⊙ g'(a<t>)
+            else:
+                norms[t, n] = zero
+                delta[t, n, :] = zero
+        np.dot(delta[t], W_aa, nxt)                         # nxt = δ<t>·W_aa   (N, H)
+        if t >= shortest:
+            for n in prange(N):
+                if t >= lengths[n]:
+                    nxt[n, :] = carry[n, :]                 # padding: the gradient passes through
+        carry, nxt = nxt, carry
+    return carry
 
 
 _forward_kernels = {p: _compile(_forward, p) for p in (False, True)}
 _backward_kernels = {p: _compile(_backward, p) for p in (False, True)}
 
 
-def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False):
+def _lengths_or_full(lengths, T, N):
+    if lengths is None:
+        return np.full(N, T, dtype=np.int64)
+    return np.ascontiguousarray(lengths, dtype=np.int64)
+
+
+def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None):
     """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
 
-    ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H).
+    ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
+    ``lengths`` (N,) valid steps per sequence (None: all T).
     """
+    T, N, _ = U.shape
     A = np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
     with blas_single_threaded():
-        _forward_kernels[bool(parallel)](U, W_aa, a0, kind, bool(reverse), A)
+        _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
+                                         bool(reverse), A)
     return A
 
 
-def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False):
+def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None):
     """Run BPTT through the recurrence.
 
-    Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a<-1> (N, H) and the
+    Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a0 (N, H) and the
     per-sample hidden-gradient norms ‖∂L/∂a<t>‖ (T, N).
     """
     T, N, H = A.shape
@@ -143,8 +178,10 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False):
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
     with blas_single_threaded():
-        _backward_kernels[bool(parallel)](dA, A, W_aa, carry, kind, bool(reverse), delta, norms)
-    return delta, carry, norms
+        dh0 = _backward_kernels[bool(parallel)](dA, A, W_aa, carry,
+                                                _lengths_or_full(lengths, T, N), kind,
+                                                bool(reverse), delta, norms)
+    return delta, dh0, norms
 
 
 # --- the batched products: one BLAS call each over all T·N rows -------------------
