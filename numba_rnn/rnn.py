@@ -451,8 +451,8 @@ class RNN:
             if tname.startswith("bias_ih"):
                 value = value + arrays["bias_hh" + tname[len("bias_ih"):]]
             new[ours] = np.ascontiguousarray(value, dtype=self.dtype)
-        self.params.clear()
-        self.params.update({name: new[name] for name in self.param_shapes()})
+        for name in self.param_shapes():             # in place: optimizers keep their arrays
+            self.params[name][...] = new[name]
 
     def torch_state_dict(self):
         """Our weights in torch's names (NumPy arrays; ``bias_hh`` is zero)."""

@@ -45,6 +45,31 @@ def rel_err(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
 
 
+def central_difference(f, arr, eps=1e-6):
+    """∂f/∂arr by central differences, perturbing ``arr`` in place (restored after)."""
+    g = np.zeros(arr.shape)
+    flat, gflat = arr.reshape(-1), g.reshape(-1)
+    assert np.shares_memory(flat, arr)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g
+
+
+def check_model_gradients(loss_fn, grads, params, tol=1e-6):
+    """Every entry of ``grads`` against central differences of ``loss_fn()``."""
+    assert set(grads) == set(params)
+    for name, p in params.items():
+        assert grads[name].shape == p.shape, name
+        err = rel_err(grads[name], central_difference(loss_fn, p))
+        assert err <= tol, (name, err)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -4,7 +4,8 @@ import pytest
 
 import numba_rnn as nr
 
-from .conftest import GRID, GRID_IDS, make_problem, reference_run, rel_err
+from .conftest import (GRID, GRID_IDS, central_difference, make_problem, reference_run,
+                       rel_err)
 
 
 @pytest.mark.parametrize("bidirectional,num_layers,nonlinearity,batch_first", GRID, ids=GRID_IDS)
@@ -34,20 +35,6 @@ def _loss(rnn, x, h0, R, S):
     return float(np.sum(out * R) + np.sum(h_n * S))
 
 
-def _central_difference(f, arr, eps=1e-6):
-    g = np.zeros(arr.shape)
-    flat, gflat = arr.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("bidirectional,num_layers,nonlinearity,batch_first", GRID, ids=GRID_IDS)
 def test_gradients_match_central_differences(bidirectional, num_layers, nonlinearity,
                                              batch_first):
@@ -57,9 +44,9 @@ def test_gradients_match_central_differences(bidirectional, num_layers, nonlinea
     grads, dx, dh0 = rnn.backward(cache, R, S)
     f = lambda: _loss(rnn, x, h0, R, S)  # noqa: E731
     for name, p in rnn.params.items():
-        assert rel_err(grads[name], _central_difference(f, p)) <= 1e-6, name
-    assert rel_err(dx, _central_difference(f, x)) <= 1e-6
-    assert rel_err(dh0, _central_difference(f, h0)) <= 1e-6
+        assert rel_err(grads[name], central_difference(f, p)) <= 1e-6, name
+    assert rel_err(dx, central_difference(f, x)) <= 1e-6
+    assert rel_err(dh0, central_difference(f, h0)) <= 1e-6
 
 
 def test_dropout_gradients_match_central_differences():
@@ -70,8 +57,8 @@ def test_dropout_gradients_match_central_differences():
     grads, dx, dh0 = rnn.backward(cache, R, S)
     f = lambda: _loss(rnn, x, h0, R, S)  # noqa: E731
     for name, p in rnn.params.items():
-        assert rel_err(grads[name], _central_difference(f, p)) <= 1e-6, name
-    assert rel_err(dx, _central_difference(f, x)) <= 1e-6
+        assert rel_err(grads[name], central_difference(f, p)) <= 1e-6, name
+    assert rel_err(dx, central_difference(f, x)) <= 1e-6
 
 
 def test_dropout_matches_reference_with_the_same_masks():
@@ -261,9 +248,9 @@ def test_lengths_gradients_match_central_differences():
     _, _, cache = rnn.forward(x, h0, lengths=lengths)
     grads, dx, dh0 = rnn.backward(cache, R, S)
     for name, p in rnn.params.items():
-        assert rel_err(grads[name], _central_difference(loss, p)) <= 1e-6, name
-    assert rel_err(dx, _central_difference(loss, x)) <= 1e-6
-    assert rel_err(dh0, _central_difference(loss, h0)) <= 1e-6
+        assert rel_err(grads[name], central_difference(loss, p)) <= 1e-6, name
+    assert rel_err(dx, central_difference(loss, x)) <= 1e-6
+    assert rel_err(dh0, central_difference(loss, h0)) <= 1e-6
 
 
 @pytest.mark.parametrize("lengths,exc,match", [

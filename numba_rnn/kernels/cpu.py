@@ -277,3 +277,8 @@ def clamp_(g, c):
             g[i] = lo
             moved += 1
     return moved
+
+
+# --- losses and optimizer updates live in their own small modules ------------------
+from .cpu_loss import softmax_xent  # noqa: E402,F401
+from .cpu_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: E402,F401
