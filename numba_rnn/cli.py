@@ -2,6 +2,11 @@
 
 Subcommands
 -----------
+train TASK
+    Train a model on a built-in task (adding, copy, char, numbers) and report train,
+    test and baseline loss (``--json`` prints them as one JSON object, last line).
+sample
+    Generate text from a character model saved by ``train char --save PATH``.
 demo
     Forward and backward through tanh RNNs whose recurrent weights have spectral
     radius below, at and above 1, with the loss on the last step only; prints the
@@ -65,9 +70,134 @@ def _demo(args):
     return 0
 
 
+def _train(args):
+    import json
+
+    import numba_rnn as nr
+    from numba_rnn.tasks import make_task
+    from numba_rnn.train import fit
+
+    task_kw = {"seed": args.seed}
+    if args.task in ("adding", "copy", "char") and args.seq_len is not None:
+        task_kw["seq_len"] = args.seq_len
+    task = make_task(args.task, **task_kw)
+    model_kw = dict(task.model_defaults, num_layers=args.layers, nonlinearity=args.nonlinearity,
+                    init=args.init, dtype=np.dtype(args.dtype), seed=args.seed)
+    if args.spectral_radius is not None:
+        model_kw["spectral_radius"] = args.spectral_radius
+    if args.bidirectional:
+        if args.task == "char":
+            print("numba-rnn: --bidirectional does not apply to the char model (generation)",
+                  file=sys.stderr)
+            return 2
+        model_kw["bidirectional"] = True
+    model = task.make_model(args.hidden, **model_kw)
+    stream = args.task == "char"
+    t0 = time.perf_counter()
+    history = fit(model, task, steps=args.steps, batch_size=args.batch_size,
+                  optimizer=args.optimizer, lr=args.lr, clip_norm=args.clip_norm,
+                  clip_value=args.clip_value, tbptt=args.tbptt if stream else None,
+                  stateful=stream, val_data=task, eval_every=args.eval_every,
+                  progress=None if not args.json else False, seed=args.seed,
+                  checkpoint=args.checkpoint, checkpoint_every=args.eval_every,
+                  resume=args.checkpoint is not None)
+    seconds = time.perf_counter() - t0
+    test = task.test_set()
+    test_loss = float(np.mean([model.loss_and_grad(**b)[0] for b in test]))
+    tail = history.loss[-max(1, min(50, len(history.loss))):]
+    result = {"task": task.name, "steps": len(history.step), "seconds": round(seconds, 2),
+              "train_loss": float(np.mean(tail)) if tail else None,
+              "test_loss": test_loss, "baseline_loss": task.baseline_loss,
+              "clipped_fraction": float(np.mean(history.clipped)) if history.clipped else 0.0,
+              "stop_reason": history.stop_reason}
+    acc = task.accuracy(model, test)
+    if acc is not None:
+        result["test_accuracy"] = acc
+    if args.save:
+        model.save(args.save)
+        result["saved"] = args.save
+    if args.task == "char":
+        start = task.encode("def ")
+        h = None
+        for c in start[:-1]:
+            _, h = model.rnn(np.eye(task.vocab_size, dtype=model.dtype)[c][None, None], h)
+        ids = model.generate(start[-1:], 200, mode="sample", temperature=0.6, rng=args.seed,
+                             h0=h)
+        result["sample"] = "def " + task.decode(ids[:, 0])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>16}: {v}")
+    return 0 if history.stop_reason is None or "non-finite" not in history.stop_reason else 1
+
+
+def _sample(args):
+    from numba_rnn.models import OneToMany, load_model
+    from numba_rnn.tasks import CharCorpus
+
+    model = load_model(args.load)
+    if not isinstance(model, OneToMany):
+        print(f"numba-rnn: {args.load} holds a {type(model).__name__}, not a char model",
+              file=sys.stderr)
+        return 2
+    corpus = CharCorpus(text="x" * 10)  # the vocabulary only
+    if model.rnn.input_size != corpus.vocab_size:
+        print(f"numba-rnn: {args.load} is not a char model (input size "
+              f"{model.rnn.input_size} ≠ {corpus.vocab_size})", file=sys.stderr)
+        return 2
+    prime = corpus.encode(args.prime)
+    eye = np.eye(corpus.vocab_size, dtype=model.dtype)
+    h = None
+    for c in prime[:-1]:
+        _, h = model.rnn(eye[c][None, None], h)
+    ids = model.generate(prime[-1:], args.length, mode="sample", temperature=args.temperature,
+                         h0=h, rng=args.seed)
+    print(args.prime + corpus.decode(ids[:, 0]))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="numba-rnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train on a built-in task and report losses")
+    tr.add_argument("task", choices=["adding", "copy", "char", "numbers"])
+    tr.add_argument("--seq-len", type=int, default=None, help="T (adding, copy, char)")
+    tr.add_argument("--hidden", type=int, default=128, help="H (default 128)")
+    tr.add_argument("--layers", type=int, default=1)
+    tr.add_argument("--bidirectional", action="store_true")
+    tr.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh")
+    tr.add_argument("--init", choices=["uniform", "xavier", "orthogonal", "identity"],
+                    default="orthogonal")
+    tr.add_argument("--spectral-radius", type=float, default=None)
+    tr.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop", "adagrad"],
+                    default="adam")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    clip = tr.add_mutually_exclusive_group()
+    clip.add_argument("--clip-norm", type=float, default=1.0,
+                      help="clip the global gradient norm (default 1.0)")
+    clip.add_argument("--clip-value", type=float, default=None)
+    tr.add_argument("--no-clip", action="store_true", help="train without clipping")
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--tbptt", type=int, default=50, help="k1 = k2 for the char task")
+    tr.add_argument("--eval-every", type=int, default=200)
+    tr.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--json", action="store_true", help="print one JSON object last")
+    tr.add_argument("--save", default=None, help="save the trained model (.npz)")
+    tr.add_argument("--checkpoint", default=None,
+                    help="checkpoint file; an existing one is resumed")
+    tr.set_defaults(func=_train)
+
+    sa = sub.add_parser("sample", help="generate text from a trained char model")
+    sa.add_argument("--load", required=True, help="a model saved by train char --save")
+    sa.add_argument("--prime", default="def ")
+    sa.add_argument("--length", type=int, default=400)
+    sa.add_argument("--temperature", type=float, default=0.6)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(func=_sample)
+
     demo = sub.add_parser("demo", help="gradient norms through time for several spectral radii")
     demo.add_argument("--seq-len", type=int, default=100, help="T (default 100)")
     demo.add_argument("--hidden", type=int, default=64, help="H (default 64)")
@@ -83,8 +213,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("seq_len", "hidden", "input_size", "batch"):
-        if getattr(args, name, 1) < 1:
+    if getattr(args, "no_clip", False):
+        args.clip_norm = args.clip_value = None
+    elif getattr(args, "clip_value", None) is not None:
+        args.clip_norm = None
+    for name in ("seq_len", "hidden", "input_size", "batch", "layers", "steps", "batch_size",
+                 "length", "tbptt"):
+        value = getattr(args, name, 1)
+        if value is not None and value < 1:
             print(f"numba-rnn: --{name.replace('_', '-')} must be ≥ 1", file=sys.stderr)
             return 2
     return args.func(args)

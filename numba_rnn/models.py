@@ -396,13 +396,21 @@ class Seq2Seq(_Model):
         prev[1:] = tgt[:-1]
         return np.eye(self.tgt_vocab, dtype=self.dtype)[prev]            # (T, N, V)
 
-    def _check_tgt(self, tgt):
+    def _check_tgt(self, tgt, tgt_lengths):
+        """Validate target ids; tokens past ``tgt_lengths`` (padding) become ``bos``."""
         tgt = np.asarray(tgt)
         if tgt.dtype.kind not in "iu":
             raise TypeError(f"tgt must be integer token ids, got dtype {tgt.dtype}")
         if tgt.ndim != 2:
             raise ValueError(f"tgt must be (T_tgt, N) token ids, got shape {tgt.shape}")
-        return tgt
+        valid = np.ones(tgt.shape, bool)
+        if tgt_lengths is not None:
+            valid = _combine(None, tgt_lengths, tgt.shape[0])
+            if valid.shape != tgt.shape:
+                raise ValueError(f"tgt_lengths must have shape (N,) = ({tgt.shape[1]},)")
+        if ((tgt < 0) | (tgt >= self.tgt_vocab))[valid].any():
+            raise ValueError(f"tgt must hold token ids in [0, {self.tgt_vocab})")
+        return np.where(valid, tgt, self.bos)
 
     def loss_and_grad(self, src, tgt, *, src_lengths=None, tgt_lengths=None,
                       return_info=False):
@@ -410,7 +418,7 @@ class Seq2Seq(_Model):
 
         ``src`` (T_src, N, src_size); ``tgt`` (T_tgt, N) token ids; lengths optional.
         """
-        tgt = self._check_tgt(tgt)
+        tgt = self._check_tgt(tgt, tgt_lengths)
         _, h_enc, ecache = self.encoder.forward(src, lengths=src_lengths)
         h0_dec, bcache = self._bridge(h_enc)
         out, _, dcache = self.decoder.forward(self._teacher_inputs(tgt), h0_dec,
