@@ -73,7 +73,6 @@ def _demo(args):
 def _train(args):
     import json
 
-    import numba_rnn as nr
     from numba_rnn.tasks import make_task
     from numba_rnn.train import fit
 

@@ -5,8 +5,8 @@ A data source is any object with ``batch(rng, batch_size) -> dict`` whose entrie
 are the keyword arguments of ``model.loss_and_grad`` (``x``, ``y``, ``lengths``,
 ``mask``; ``src``, ``tgt``, … for seq2seq), plus optionally ``continues`` (False when
 a stream restarts, so a stateful trainer drops its carried state): the tasks in
-:mod:`numba_rnn.tasks` and :class:`ArrayData` are such sources. ``validation(n_batches, batch_size)`` gives a
-fixed validation set when a source has one.
+:mod:`numba_rnn.tasks` and :class:`ArrayData` are such sources.
+``validation(n_batches, batch_size)`` gives a fixed validation set when a source has one.
 """
 import json
 import math
@@ -237,9 +237,10 @@ def fit(model, data, *, steps=1000, batch_size=32, optimizer="adam", lr=1e-3,
                            and clip_grad_value(grads, clip_value) > 0)
             state.step += 1
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                history.stop_reason = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
-                                       f"at step {state.step} (loss={loss}, gradient norm={norm}); "
-                                       f"weights restored to the last finite step")
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                history.stop_reason = (f"non-finite {what} at step {state.step} (loss={loss}, "
+                                       f"gradient norm={norm}); weights restored to the last "
+                                       f"finite step")
                 _restore(params, state.last_good or snapshot)
                 warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
                 break
@@ -284,7 +285,8 @@ def _tbptt_lengths(tbptt):
     k1, k2 = (tbptt, tbptt) if isinstance(tbptt, int) else tuple(tbptt)
     if not (isinstance(k1, int) and isinstance(k2, int) and k1 >= 1 and k2 >= k1
             and k2 % k1 == 0):
-        raise ValueError(f"tbptt must be k1 or (k1, k2) with k2 a multiple of k1 ≥ 1, got {tbptt!r}")
+        raise ValueError(f"tbptt must be k1 or (k1, k2) with k2 a multiple of k1 ≥ 1, "
+                         f"got {tbptt!r}")
     return k1, k2
 
 

@@ -29,14 +29,14 @@ def test_head_gradients(output, hidden, act, rng):
     assert rel_err(d_feats, central_difference(loss, feats)) < 1e-7
 
 
-def _seq_data(rng, T=5, N=3, D=4, O=3, loss="cross_entropy"):
+def _seq_data(rng, T=5, N=3, D=4, n_out=3, loss="cross_entropy"):
     x = rng.standard_normal((T, N, D))
     if loss == "cross_entropy":
-        y = rng.integers(0, O, (T, N))
+        y = rng.integers(0, n_out, (T, N))
     elif loss == "mse":
-        y = rng.standard_normal((T, N, O))
+        y = rng.standard_normal((T, N, n_out))
     else:
-        y = rng.random((T, N, O))
+        y = rng.random((T, N, n_out))
     return x, y
 
 

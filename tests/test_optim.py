@@ -20,7 +20,8 @@ CONFIGS = [
 
 def _run(name, kw, dtype=np.float64, steps=5):
     rng = np.random.default_rng(0)
-    params = {"a": rng.standard_normal((3, 4)).astype(dtype), "b": rng.standard_normal(4).astype(dtype)}
+    params = {"a": rng.standard_normal((3, 4)).astype(dtype),
+              "b": rng.standard_normal(4).astype(dtype)}
     start = {k: v.copy() for k, v in params.items()}
     opt = optim.make_optimizer(name, params, **kw)
     grads_seq = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
