@@ -159,7 +159,7 @@ class ManyToMany(_Model):
         g_rnn, _, _ = self.rnn.backward(cache, d_out)
         grads = self._split({"rnn": g_rnn, "head": g_head})
         if return_info:
-            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z}
+            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z, "d_out": d_out}
         return loss, grads
 
 
@@ -282,7 +282,7 @@ class ManyToOne(_Model):
         g_rnn, _, _ = self.rnn.backward(cache, d_out)
         grads = self._split({"rnn": g_rnn, "head": g_head})
         if return_info:
-            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z}
+            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z, "d_out": d_out}
         return loss, grads
 
 

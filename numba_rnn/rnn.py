@@ -51,6 +51,7 @@ class ForwardCache:
     dtype: np.dtype
     lengths: np.ndarray | None = None  # (N,) valid steps per sequence, None: all T
     hidden_grad_norms: dict = field(default_factory=dict)
+    deltas: dict = field(default_factory=dict)   # δ<t> per layer-direction, if recorded
 
 
 class RNN:
@@ -332,7 +333,7 @@ class RNN:
         return inp, h_n, layers
 
     # ------------------------------------------------------------------ backward
-    def backward(self, cache, d_out, d_hn=None):
+    def backward(self, cache, d_out, d_hn=None, *, keep_deltas=False):
         """Backpropagation through time.
 
         Parameters
@@ -343,6 +344,9 @@ class RNN:
             ∂L/∂out, (T, N, dirs·H) (batch_first and unbatched layouts as ``out``).
         d_hn : array shaped like ``h_n``, optional
             ∂L/∂h_n; None for zeros.
+        keep_deltas : bool
+            Also store δ<t> = ∂L/∂z<t> (T, N, H) per layer-direction in
+            ``cache.deltas`` (for analysis; costs one activation-sized array each).
 
         Returns
         -------
@@ -387,6 +391,8 @@ class RNN:
                 d_inp = dx_d if d_inp is None else d_inp + dx_d
                 dh0[k * dirs + d] = dh0_kd
                 cache.hidden_grad_norms[s[1:]] = norms
+                if keep_deltas:
+                    cache.deltas[s[1:]] = delta
             if lc.mask is not None:
                 d_inp *= lc.mask
             d_layer = d_inp

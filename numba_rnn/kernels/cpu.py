@@ -282,3 +282,4 @@ def clamp_(g, c):
 # --- losses and optimizer updates live in their own small modules ------------------
 from .cpu_loss import softmax_xent  # noqa: E402,F401
 from .cpu_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: E402,F401
+from .cpu_analysis import temporal_credit  # noqa: E402,F401
