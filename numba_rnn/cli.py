@@ -2,6 +2,8 @@
 
 Subcommands
 -----------
+figures
+    Regenerate the gradient-analysis gallery (``figures/``) from a fixed seed.
 train TASK
     Train a model on a built-in task (adding, copy, char, numbers) and report train,
     test and baseline loss (``--json`` prints them as one JSON object, last line).
@@ -156,9 +158,27 @@ def _sample(args):
     return 0
 
 
+def _figures(args):
+    from numba_rnn.gallery import GALLERY, make_figures
+
+    t0 = time.perf_counter()
+    paths = make_figures(args.out, quick=args.quick, seed=args.seed)
+    about = {name: text for name, _, text in GALLERY}
+    for path in paths:
+        print(f"{path}\n    {about[os.path.basename(path)]}")
+    print(f"{len(paths)} figures in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="numba-rnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    fg = sub.add_parser("figures", help="regenerate the gradient-analysis figures")
+    fg.add_argument("--out", default="figures", help="output folder (default figures)")
+    fg.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    fg.add_argument("--seed", type=int, default=0)
+    fg.set_defaults(func=_figures)
+
     tr = sub.add_parser("train", help="train on a built-in task and report losses")
     tr.add_argument("task", choices=["adding", "copy", "char", "numbers"])
     tr.add_argument("--seq-len", type=int, default=None, help="T (adding, copy, char)")
