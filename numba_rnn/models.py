@@ -41,6 +41,14 @@ class _Model:
     def _split(self, grads_by_part):
         return {f"{part}.{k}": v for part, g in grads_by_part.items() for k, v in g.items()}
 
+    def _through_rnn(self, loss, g_head, d_out, h_n, cache, z, return_info):
+        """Finish ``loss_and_grad`` of an rnn + head model: BPTT from ∂L/∂out."""
+        g_rnn, _, _ = self.rnn.backward(cache, d_out)
+        grads = self._split({"rnn": g_rnn, "head": g_head})
+        if return_info:
+            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z, "d_out": d_out}
+        return loss, grads
+
     def load_params(self, params):
         """Copy ``params`` (a dict like :attr:`params`) into the model, in place."""
         own = self.params
@@ -156,11 +164,7 @@ class ManyToMany(_Model):
         mask = _combine(mask, lengths, out.shape[0])
         loss, dz = get_loss(self.loss)(z, y, mask, self.reduction)
         g_head, d_out = self.head.backward(head_cache, dz)
-        g_rnn, _, _ = self.rnn.backward(cache, d_out)
-        grads = self._split({"rnn": g_rnn, "head": g_head})
-        if return_info:
-            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z, "d_out": d_out}
-        return loss, grads
+        return self._through_rnn(loss, g_head, d_out, h_n, cache, z, return_info)
 
 
 class OneToMany(ManyToMany):
@@ -279,11 +283,7 @@ class ManyToOne(_Model):
         g_head, d_feats = self.head.backward(head_cache, dz)
         d_out = np.zeros_like(out)
         d_out[last, np.arange(out.shape[1])] = d_feats
-        g_rnn, _, _ = self.rnn.backward(cache, d_out)
-        grads = self._split({"rnn": g_rnn, "head": g_head})
-        if return_info:
-            return loss, grads, {"h_n": h_n, "cache": cache, "logits": z, "d_out": d_out}
-        return loss, grads
+        return self._through_rnn(loss, g_head, d_out, h_n, cache, z, return_info)
 
 
 class OneToOne(ManyToOne):

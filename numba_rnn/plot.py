@@ -15,6 +15,16 @@ def _axes(ax, figsize=(6.4, 4.2)):
     return ax
 
 
+def _finish(ax, title, *, legend=True, grid_axis="both"):
+    """The common last touches: legend, light grid, title."""
+    if legend:
+        ax.legend(fontsize="small")
+    ax.grid(True, axis=grid_axis, which="major", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def _colors(n):
     import matplotlib.pyplot as plt
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(n, 1)))
@@ -41,11 +51,7 @@ def grad_norms_over_time(curves, bounds=None, *, ax=None, title=None,
     ax.set_ylabel(ylabel)
     if bounds:
         ax.plot([], [], color="gray", ls="--", lw=1, label=bound_label)
-    ax.legend(fontsize="small")
-    ax.grid(True, which="major", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, title)
 
 
 def temporal_credit_map(C, *, ax=None, title=None, floor=1e-12):
@@ -82,11 +88,7 @@ def singular_value_spectrum(spectra, *, ax=None, title=None):
     ax.set_yscale("log")
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value σᵢ")
-    ax.legend(fontsize="small")
-    ax.grid(True, which="major", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, title)
 
 
 def lyapunov_spectrum(exponents, *, ax=None, title=None):
@@ -107,11 +109,7 @@ def lyapunov_spectrum(exponents, *, ax=None, title=None):
                 va="bottom", color="gray")
     ax.set_xlabel("index i")
     ax.set_ylabel("Lyapunov exponent λᵢ (per step)")
-    ax.legend(fontsize="small")
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, title)
 
 
 def eigenvalues(eigs, *, ax=None, title=None):
@@ -127,10 +125,7 @@ def eigenvalues(eigs, *, ax=None, title=None):
     ax.set_xlabel("Re λ")
     ax.set_ylabel("Im λ")
     ax.legend(fontsize="small", loc="upper right")
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, title, legend=False)
 
 
 def training_curves(histories, *, axes=None, clip_norm=None, smooth=25, title=None):
@@ -205,11 +200,7 @@ def grad_norm_distribution(histories, *, ax=None, phases=("early", "middle", "la
         ax.plot([], [], color=c, lw=6, label=label)
     ax.set_xticks(np.arange(1, len(phases) + 1), [f"{p} third of training" for p in phases])
     ax.set_ylabel("log₁₀ gradient norm (before clipping)")
-    ax.legend(fontsize="small")
-    ax.grid(True, axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, title, grid_axis="y")
 
 
 def weight_grad_contributions(curves, *, ax=None, title=None):
