@@ -2,7 +2,8 @@
 
 Each function works on one row of ``H`` hidden units and writes into ``out``; the
 branch on the activation code sits outside the inner loop so that LLVM sees a
-plain loop per activation. Constants take the array's dtype
+plain loop per activation, which it vectorises (``error_model="numpy"``: no
+division-by-zero checks to stop it). Constants take the array's dtype
 (``out.dtype.type(1)``) so that float32 stays float32 throughout.
 
 Activation codes (kept as small integers because kernels take plain scalars):
@@ -10,33 +11,34 @@ Activation codes (kept as small integers because kernels take plain scalars):
 ========  ====  =======================  ===========================
 name      code  g(z)                     g'(z), written with a = g(z)
 ========  ====  =======================  ===========================
-tanh      0     tanh(z)                  1 - a²
+tanh      0     tanh(z) (vectorised,     1 - a²
+                ≤ 1.5 ulp)
 relu      1     max(z, 0) (NaN stays)    1 if a > 0 else 0
 ========  ====  =======================  ===========================
 """
-import math
-
 from numba import njit
+
+from .fast_tanh import fast_tanh
 
 TANH = 0
 RELU = 1
 NONLINEARITIES = {"tanh": TANH, "relu": RELU}
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def activate_row(kind, u, z, out):
     """``out[j] = g(u[j] + z[j])`` for one row; ``u, z, out`` have shape (H,)."""
     zero = out.dtype.type(0)
     if kind == TANH:
         for j in range(out.shape[0]):
-            out[j] = math.tanh(u[j] + z[j])
+            out[j] = fast_tanh(u[j] + z[j])
     else:
         for j in range(out.shape[0]):
             v = u[j] + z[j]
             out[j] = zero if v <= zero else v  # NaN is not <= 0, so it propagates
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def activation_grad_row(kind, a, g, out):
     """``out[j] = g[j] * g'(z[j])`` for one row, with ``a = g(z)``; shapes (H,)."""
     zero = out.dtype.type(0)

@@ -44,7 +44,7 @@ def _compile(py_func, parallel):
                                py_func.__closure__)
     clone.__qualname__ = py_func.__qualname__ + suffix
     clone.__doc__ = py_func.__doc__
-    return njit(parallel=parallel, cache=True, nogil=True)(clone)
+    return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
 def _forward(U, W_aa, a0, lengths, kind, reverse, A):
