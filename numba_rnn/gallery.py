@@ -95,8 +95,9 @@ def fig_jacobian_spectrum(cfg):
             rnn, x = _probe(cfg, rho, nonlinearity=nl, init=init, scale=0.5, N=2)
             spectra[label] = an.jacobian_singular_values(rnn, x, k=cfg.T // 2)
             exps[label] = an.lyapunov_exponents(rnn, x)
-    plot.singular_value_spectrum(
-        spectra, ax=axes[0], title=f"singular values of ∂a⟨T-1⟩/∂a⟨k⟩, span {cfg.T - 1 - cfg.T // 2}")
+    span = cfg.T - 1 - cfg.T // 2
+    plot.singular_value_spectrum(spectra, ax=axes[0],
+                                 title=f"singular values of ∂a⟨T-1⟩/∂a⟨k⟩, span {span}")
     plot.lyapunov_spectrum(exps, ax=axes[1], title="finite-time Lyapunov exponents")
     return fig
 

@@ -5,7 +5,7 @@ import pytest
 import numba_rnn as nr
 from numba_rnn import analysis as an
 
-from .conftest import central_difference, rel_err
+from .conftest import central_difference
 
 
 def _near_linear(rho, T=30, H=12, N=3, seed=0):
@@ -101,11 +101,11 @@ def test_hidden_grad_norms_equal_finite_differences():
         _, a_t = rnn(x[: t + 1])                            # (1, N, H)
         rest = x[t + 1:]
 
-        def loss_from(h):
+        def loss_from(h, rest=rest, t=t):
             later = np.sum(rnn(rest, h)[0] * d_out[t + 1:]) if len(rest) else 0.0
             return float(later + np.sum(h[0] * d_out[t]))
         h = a_t.copy()
-        g = central_difference(lambda: loss_from(h), h)[0]  # ∂L/∂a<t>, (N, H)
+        g = central_difference(lambda h=h: loss_from(h), h)[0]  # ∂L/∂a<t>, (N, H)
         np.testing.assert_allclose(norms[t], np.linalg.norm(g, axis=1), rtol=1e-7)
     means = an.hidden_grad_norms(rnn, x, d_out)["l0"]
     np.testing.assert_allclose(means, norms.mean(axis=1))
