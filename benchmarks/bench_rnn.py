@@ -1,32 +1,38 @@
-"""asv benchmarks: forward and train step of nr.RNN on the shapes of BENCHMARKS.md.
+"""asv benchmarks: nr.RNN forward and train step on the shapes of BENCHMARKS.md.
 
-The peers (torch, a competent NumPy RNN, the GEMM floor) and ratio tracking come with
-the performance work; these time our own engine across shape × dtype × backend.
+Crosses shape × dtype × backend (cpu serial, cpu parallel; cuda is skipped where no GPU
+backend exists). ``setup`` builds the data and calls everything once, so JIT
+compilation is never timed; ``track_*`` report ratios against peers timed in the same
+process (NotImplementedError skips a combination when a peer is missing).
 """
 import numpy as np
 
 import numba_rnn as nr
+from numba_rnn import bench
 
-SHAPES = {  # name: (N, D, H, T)
-    "tiny": (16, 32, 64, 200),
-    "stream": (1, 128, 256, 1000),
-    "medium": (64, 128, 256, 100),
-    "large": (64, 512, 1024, 50),
-}
+SHAPES = list(bench.SHAPES)
+DTYPES = ["float32", "float64"]
+BACKENDS = ["serial", "parallel", "cuda"]
+
+
+def _model(shape, dtype, backend):
+    if backend == "cuda":
+        raise NotImplementedError("no CUDA backend in this build")
+    N, D, H, T = bench.SHAPES[shape]
+    rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=backend == "parallel")
+    x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
+    return rnn, x, np.ones((T, N, H), dtype=dtype)
 
 
 class RNNStep:
-    params = (list(SHAPES), ["float32", "float64"], ["serial", "parallel"])
+    params = (SHAPES, DTYPES, BACKENDS)
     param_names = ["shape", "dtype", "backend"]
-    timeout = 300
+    timeout = 600
 
     def setup(self, shape, dtype, backend):
-        N, D, H, T = SHAPES[shape]
-        self.rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=backend == "parallel")
-        self.x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
-        out, _, cache = self.rnn.forward(self.x)        # compiles (or loads the cache)
-        self.d_out = np.ones_like(out)
-        self.rnn.backward(cache, self.d_out)
+        self.rnn, self.x, self.d_out = _model(shape, dtype, backend)
+        self.rnn(self.x)                                  # compile (or load the cache)
+        self.time_train_step(shape, dtype, backend)
 
     def time_forward(self, shape, dtype, backend):
         self.rnn(self.x)
@@ -36,5 +42,45 @@ class RNNStep:
         self.rnn.backward(cache, self.d_out)
 
     def peakmem_train_step(self, shape, dtype, backend):
-        _, _, cache = self.rnn.forward(self.x)
-        self.rnn.backward(cache, self.d_out)
+        self.time_train_step(shape, dtype, backend)
+
+
+class Ratios:
+    """ours / peer, timed alternately in this process (median of 5)."""
+    params = (SHAPES, DTYPES, ["forward", "train"])
+    param_names = ["shape", "dtype", "op"]
+    timeout = 900
+    unit = "ratio"
+
+    def setup_cache(self):
+        rows = bench.run(SHAPES, DTYPES, repeats=5, progress=False)
+        return {(r["shape"], r["dtype"], r["op"]): r for r in rows}
+
+    def _row(self, rows, shape, dtype, op):
+        return rows[(shape, dtype, op)]
+
+    def track_ratio_numpy(self, rows, shape, dtype, op):
+        return self._row(rows, shape, dtype, op)["ratio_numpy"]
+
+    def track_ratio_torch(self, rows, shape, dtype, op):
+        value = self._row(rows, shape, dtype, op)["ratio_torch"]
+        if value is None:
+            raise NotImplementedError("torch is not installed")
+        return value
+
+    def track_gemm_floor_fraction(self, rows, shape, dtype, op):
+        return self._row(rows, shape, dtype, op)["floor_fraction"]
+
+
+class FirstCall:
+    """Import + first call in a fresh interpreter: compilation, or loading Numba's cache."""
+    timeout = 300
+
+    def timeraw_import_and_first_forward(self):
+        return """
+import numpy as np
+import numba_rnn as nr
+rnn = nr.RNN(8, 16, seed=0)
+out, _, cache = rnn.forward(np.zeros((5, 2, 8), np.float32))
+rnn.backward(cache, np.ones_like(out))
+"""

@@ -9,6 +9,9 @@ train TASK
     test and baseline loss (``--json`` prints them as one JSON object, last line).
 sample
     Generate text from a character model saved by ``train char --save PATH``.
+bench
+    Time forward and train step against NumPy, torch and the GEMM floor; print a table
+    of ratios and save a bar chart.
 """
 import argparse
 import os
@@ -116,6 +119,26 @@ def _figures(args):
     return 0
 
 
+def _bench(args):
+    import json
+
+    from numba_rnn import bench
+
+    rows = bench.run(args.shapes, args.dtype, device=args.device, repeats=args.repeats,
+                     parallel=args.parallel, progress=False if args.json else None)
+    info = bench.machine_info()
+    if args.json:
+        print(json.dumps({"machine": info, "rows": rows}))
+        return 0
+    print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · numba "
+          f"{info['numba']} ({info['numba_threads']} threads) · NumPy {info['numpy']} · "
+          f"torch {info['torch']}\n")
+    print(bench.table(rows))
+    if args.out:
+        print(f"\nbar chart: {bench.bar_chart(rows, args.out)}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="numba-rnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +178,18 @@ def build_parser():
                     help="checkpoint file; an existing one is resumed")
     tr.set_defaults(func=_train)
 
+    be = sub.add_parser("bench", help="time against NumPy, torch and the GEMM floor")
+    be.add_argument("--shapes", nargs="+", default=["tiny", "stream", "medium", "large"],
+                    choices=["tiny", "stream", "medium", "large"])
+    be.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                    choices=["float32", "float64"])
+    be.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    be.add_argument("--repeats", type=int, default=7)
+    be.add_argument("--parallel", action="store_true", help="the prange kernels")
+    be.add_argument("--json", action="store_true")
+    be.add_argument("--out", default="figures/bench.png", help="bar chart path ('' for none)")
+    be.set_defaults(func=_bench)
+
     sa = sub.add_parser("sample", help="generate text from a trained char model")
     sa.add_argument("--load", required=True, help="a model saved by train char --save")
     sa.add_argument("--prime", default="def ")
@@ -172,7 +207,8 @@ def main(argv=None):
         args.clip_norm = args.clip_value = None
     elif getattr(args, "clip_value", None) is not None:
         args.clip_norm = None
-    for name in ("seq_len", "hidden", "layers", "steps", "batch_size", "length", "tbptt"):
+    for name in ("seq_len", "hidden", "layers", "steps", "batch_size", "length", "tbptt",
+                 "repeats"):
         value = getattr(args, name, 1)
         if value is not None and value < 1:
             print(f"numba-rnn: --{name.replace('_', '-')} must be ≥ 1", file=sys.stderr)

@@ -1,0 +1,256 @@
+"""Benchmarks against the peers: a competent NumPy RNN, torch.nn.RNN, the GEMM floor.
+
+Shapes (BENCHMARKS.md): 1 layer, tanh, time-major. Two operations per shape —
+``forward`` (inference) and ``train`` (forward with cache + backward to every gradient
+and dx). Each measurement times ours and a peer alternately in this process (same
+threads), after a warm-up that includes JIT compilation, and reports medians; the
+ratio ours/peer is what is compared, never an absolute time.
+
+- :class:`NumpyRNN`: what a researcher writes by hand — input projection hoisted, one
+  ``a = tanh(U[t] + a @ W_aaᵀ)`` per step, weight gradients as one GEMM each.
+- :func:`gemm_floor`: the same matrix products issued back-to-back through NumPy's
+  BLAS — what the recurrence cannot beat without changing the math.
+- torch: ``torch.nn.RNN`` (CPU), when installed; skipped otherwise.
+"""
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+SHAPES = {  # name: (N, D, H, T)
+    "tiny": (16, 32, 64, 200),
+    "stream": (1, 128, 256, 1000),
+    "medium": (64, 128, 256, 100),
+    "large": (64, 512, 1024, 50),
+}
+OPS = ("forward", "train")
+
+
+class NumpyRNN:
+    """A competent single-layer tanh RNN in plain NumPy (the hand-written peer)."""
+
+    def __init__(self, W_ax, W_aa, b):
+        self.W_ax, self.W_aa, self.b = W_ax, W_aa, b
+        self.W_aaT = np.ascontiguousarray(W_aa.T)
+
+    def forward(self, x):
+        T, N, D = x.shape
+        U = (x.reshape(T * N, D) @ self.W_ax.T + self.b).reshape(T, N, -1)
+        A = np.empty_like(U)
+        a = np.zeros((N, U.shape[2]), dtype=x.dtype)
+        for t in range(T):
+            a = np.tanh(U[t] + a @ self.W_aaT)
+            A[t] = a
+        return A
+
+    def train_step(self, x, dA):
+        T, N, D = x.shape
+        A = self.forward(x)
+        H = A.shape[2]
+        delta = np.empty_like(A)
+        carry = np.zeros((N, H), dtype=x.dtype)
+        for t in range(T - 1, -1, -1):
+            g = dA[t] + carry
+            delta[t] = g * (1 - A[t] * A[t])
+            carry = delta[t] @ self.W_aa
+        d2 = delta.reshape(T * N, H)
+        dW_ax = d2.T @ x.reshape(T * N, D)
+        dW_aa = delta[1:].reshape(-1, H).T @ A[:-1].reshape(-1, H)
+        db = d2.sum(axis=0)
+        dx = (d2 @ self.W_ax).reshape(T, N, D)
+        return dW_ax, dW_aa, db, dx, carry
+
+
+def flops(shape, op):
+    """Floating-point operations of the matrix products of one forward / train step."""
+    N, D, H, T = SHAPES[shape] if isinstance(shape, str) else shape
+    fwd = 2 * T * N * D * H + 2 * T * N * H * H
+    if op == "forward":
+        return fwd
+    # backward: T products δ·W_aa, then dW_aa, dW_ax and dx as one GEMM each
+    return 2 * fwd + 2 * T * N * H * H + 2 * T * N * D * H
+
+
+def gemm_floor(x, W_ax, W_aa, op):
+    """The products of ``op`` issued back-to-back (no activations, no bookkeeping)."""
+    T, N, D = x.shape
+    H = W_aa.shape[0]
+    x2 = x.reshape(T * N, D)
+    a = np.zeros((N, H), dtype=x.dtype)
+    U = x2 @ W_ax.T
+    for _ in range(T):
+        a = a @ W_aa
+    if op == "forward":
+        return U
+    U2 = U.reshape(T, N, H)
+    for t in range(T):
+        a = U2[t] @ W_aa
+    for _ in range(T):
+        a = a @ W_aa
+    return U.T @ U, U.T @ x2, U @ W_ax
+
+
+def _median_alternating(fns, repeats):
+    """Time each function ``repeats`` times, interleaved; medians in ms."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _torch_peer(x, W_ax, W_aa, b, threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    T, N, D = x.shape
+    H = W_aa.shape[0]
+    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
+    rnn = torch.nn.RNN(D, H).to(dtype)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(W_ax))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(W_aa))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
+        rnn.bias_hh_l0.zero_()
+    tx = torch.from_numpy(x)
+    d_out = torch.ones(T, N, H, dtype=dtype)
+
+    def forward():
+        with torch.no_grad():
+            rnn(tx)
+
+    def train():
+        xg = tx.clone().requires_grad_(True)
+        rnn.zero_grad()
+        out, _ = rnn(xg)
+        out.backward(d_out)
+    return {"forward": forward, "train": train, "version": torch.__version__}
+
+
+def run(shapes=tuple(SHAPES), dtypes=("float32", "float64"), device="cpu", repeats=7,
+        parallel=False, threads=None, progress=None):
+    """Time every (shape, dtype, op); returns a list of result dicts (ms and ratios)."""
+    import numba
+    from tqdm.auto import tqdm
+
+    import numba_rnn as nr
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    rows = []
+    jobs = [(s, d) for s in shapes for d in dtypes]
+    for shape, dtype in tqdm(jobs, desc="bench", disable=progress is False):
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; choose from {tuple(SHAPES)}")
+        N, D, H, T = SHAPES[shape]
+        rnn = nr.RNN(D, H, dtype=dtype, seed=0, device=device, parallel=parallel)
+        x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
+        dA = np.ones((T, N, H), dtype=dtype)
+        W_ax, W_aa, b = (rnn.params[k] for k in ("W_ax_l0", "W_aa_l0", "b_a_l0"))
+        peer = NumpyRNN(W_ax, W_aa, b)
+        torch_fns = _torch_peer(x, W_ax, W_aa, b, threads)
+
+        def ours_train():
+            _, _, cache = rnn.forward(x)
+            rnn.backward(cache, dA)
+        ours = {"forward": lambda: rnn(x), "train": ours_train}
+        numpy_fns = {"forward": lambda: peer.forward(x), "train": lambda: peer.train_step(x, dA)}
+        for op in OPS:
+            fns = {"ours": ours[op], "numpy": numpy_fns[op],
+                   "floor": lambda op=op: gemm_floor(x, W_ax, W_aa, op)}
+            if torch_fns is not None:
+                fns["torch"] = torch_fns[op]
+            for f in fns.values():                       # warm-up, JIT compilation included
+                f()
+            ms = _median_alternating(fns, repeats)
+            peers = {k: v for k, v in ms.items() if k in ("numpy", "torch")}
+            best = min(peers, key=peers.get)
+            fl = flops(shape, op)
+            rows.append({
+                "shape": shape, "dtype": dtype, "op": op, "N": N, "D": D, "H": H, "T": T,
+                "ours_ms": ms["ours"], "numpy_ms": ms["numpy"], "torch_ms": ms.get("torch"),
+                "floor_ms": ms["floor"], "best_peer": best,
+                "ratio_best_peer": ms["ours"] / peers[best],
+                "ratio_numpy": ms["ours"] / ms["numpy"],
+                "ratio_torch": ms["ours"] / ms["torch"] if "torch" in ms else None,
+                "gflops": fl / ms["ours"] / 1e6,
+                "floor_fraction": ms["floor"] / ms["ours"],
+            })
+    return rows
+
+
+def machine_info():
+    """Where the numbers come from."""
+    import numba
+    import scipy
+    info = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+            "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "numba_threads": numba.config.NUMBA_NUM_THREADS}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def table(rows):
+    """A Markdown table of the results."""
+    head = ("| shape | dtype | op | ours ms | NumPy ms | torch ms | ours/best peer | "
+            "GEMM floor ms | floor/ours | GFLOP/s |")
+    lines = [head, "|" + " --- |" * 10]
+    for r in rows:
+        torch_ms = f"{r['torch_ms']:.3g}" if r["torch_ms"] is not None else "—"
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['op']} | {r['ours_ms']:.3g} | "
+                     f"{r['numpy_ms']:.3g} | {torch_ms} | {r['ratio_best_peer']:.2f} "
+                     f"({r['best_peer']}) | {r['floor_ms']:.3g} | {r['floor_fraction']:.2f} | "
+                     f"{r['gflops']:.1f} |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows, path):
+    """Bar chart of ours/best-peer per (shape, dtype, op), with the targets marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [f"{r['shape']}\n{r['dtype'][5:]} {r['op'][:5]}" for r in rows]
+    ratios = [r["ratio_best_peer"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4.2), layout="constrained")
+    colors = ["tab:green" if v <= TARGETS[r["shape"]] else "tab:red"
+              for v, r in zip(ratios, rows, strict=True)]
+    ax.bar(np.arange(len(rows)), ratios, color=colors)
+    for i, r in enumerate(rows):
+        ax.hlines(TARGETS[r["shape"]], i - 0.4, i + 0.4, color="black", lw=1.5)
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xticks(np.arange(len(rows)), labels, fontsize="x-small")
+    ax.set_yscale("log")
+    ax.set_ylabel("time ours / fastest peer (lower is better)")
+    ax.set_title("numba_rnn vs the fastest of NumPy and torch (black: target)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+#: the performance targets (ours / fastest peer), per shape
+TARGETS = {"tiny": 0.35, "stream": 0.35, "medium": 0.85, "large": 1.0}
+
+
+def save_json(rows, path):
+    with open(path, "w") as f:
+        json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)

@@ -1,0 +1,45 @@
+"""The benchmark peers are correct RNNs, and the bench command reports what it promises.
+(Speed itself is never asserted here: it lives in asv and `numba-rnn bench`.)"""
+import json
+
+import numpy as np
+
+import numba_rnn as nr
+from numba_rnn import bench
+from numba_rnn.cli import main
+
+
+def test_numpy_peer_computes_the_same_rnn():
+    rnn = nr.RNN(5, 7, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    x, dA = rng.standard_normal((6, 3, 5)), rng.standard_normal((6, 3, 7))
+    peer = bench.NumpyRNN(rnn.params["W_ax_l0"], rnn.params["W_aa_l0"], rnn.params["b_a_l0"])
+    out, _, cache = rnn.forward(x)
+    np.testing.assert_allclose(peer.forward(x), out, atol=1e-12)
+    grads, dx, dh0 = rnn.backward(cache, dA)
+    dW_ax, dW_aa, db, pdx, pdh0 = peer.train_step(x, dA)
+    for ours, theirs in ((grads["W_ax_l0"], dW_ax), (grads["W_aa_l0"], dW_aa),
+                         (grads["b_a_l0"], db), (dx, pdx), (dh0[0], pdh0)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def test_flop_counts():
+    N, D, H, T = bench.SHAPES["medium"]
+    assert bench.flops("medium", "forward") == 2 * T * N * (D * H + H * H)
+    assert bench.flops("medium", "train") == 3 * 2 * T * N * (D * H + H * H)
+
+
+def test_bench_cli_json_and_table(tmp_path, capsys):
+    chart = tmp_path / "bench.png"
+    assert main(["bench", "--shapes", "tiny", "--dtype", "float32", "--repeats", "1",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {r["op"] for r in res["rows"]} == {"forward", "train"}
+    for r in res["rows"]:
+        assert r["ours_ms"] > 0 and r["numpy_ms"] > 0 and r["floor_ms"] > 0
+        assert r["ratio_numpy"] == r["ours_ms"] / r["numpy_ms"]
+    assert res["machine"]["numba"]
+    assert main(["bench", "--shapes", "tiny", "--dtype", "float64", "--repeats", "1",
+                 "--out", str(chart)]) == 0
+    text = capsys.readouterr().out
+    assert "| tiny | float64 | forward |" in text and chart.stat().st_size > 10_000
