@@ -138,48 +138,54 @@ def run(shapes=tuple(SHAPES), dtypes=("float32", "float64"), device="cpu", repea
     """Time every (shape, dtype, op); returns a list of result dicts (ms and ratios)."""
     import numba
     from tqdm.auto import tqdm
-
-    import numba_rnn as nr
     threads = threads or numba.config.NUMBA_NUM_THREADS
+    for shape in shapes:
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; choose from {tuple(SHAPES)}")
     rows = []
     jobs = [(s, d) for s in shapes for d in dtypes]
     for shape, dtype in tqdm(jobs, desc="bench", disable=progress is False):
-        if shape not in SHAPES:
-            raise ValueError(f"unknown shape {shape!r}; choose from {tuple(SHAPES)}")
-        N, D, H, T = SHAPES[shape]
-        rnn = nr.RNN(D, H, dtype=dtype, seed=0, device=device, parallel=parallel)
-        x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
-        dA = np.ones((T, N, H), dtype=dtype)
-        W_ax, W_aa, b = (rnn.params[k] for k in ("W_ax_l0", "W_aa_l0", "b_a_l0"))
-        peer = NumpyRNN(W_ax, W_aa, b)
-        torch_fns = _torch_peer(x, W_ax, W_aa, b, threads)
+        rows += _measure(shape, dtype, device, repeats, parallel, threads)
+    return rows
 
-        def ours_train():
-            _, _, cache = rnn.forward(x)
-            rnn.backward(cache, dA)
-        ours = {"forward": lambda: rnn(x), "train": ours_train}
-        numpy_fns = {"forward": lambda: peer.forward(x), "train": lambda: peer.train_step(x, dA)}
-        for op in OPS:
-            fns = {"ours": ours[op], "numpy": numpy_fns[op],
-                   "floor": lambda op=op: gemm_floor(x, W_ax, W_aa, op)}
-            if torch_fns is not None:
-                fns["torch"] = torch_fns[op]
-            for f in fns.values():                       # warm-up, JIT compilation included
-                f()
-            ms = _median_alternating(fns, repeats)
-            peers = {k: v for k, v in ms.items() if k in ("numpy", "torch")}
-            best = min(peers, key=peers.get)
-            fl = flops(shape, op)
-            rows.append({
-                "shape": shape, "dtype": dtype, "op": op, "N": N, "D": D, "H": H, "T": T,
-                "ours_ms": ms["ours"], "numpy_ms": ms["numpy"], "torch_ms": ms.get("torch"),
-                "floor_ms": ms["floor"], "best_peer": best,
-                "ratio_best_peer": ms["ours"] / peers[best],
-                "ratio_numpy": ms["ours"] / ms["numpy"],
-                "ratio_torch": ms["ours"] / ms["torch"] if "torch" in ms else None,
-                "gflops": fl / ms["ours"] / 1e6,
-                "floor_fraction": ms["floor"] / ms["ours"],
-            })
+
+def _measure(shape, dtype, device, repeats, parallel, threads):
+    """Rows for one (shape, dtype): forward and train step against every peer."""
+    import numba_rnn as nr
+    N, D, H, T = SHAPES[shape]
+    rnn = nr.RNN(D, H, dtype=dtype, seed=0, device=device, parallel=parallel)
+    x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
+    dA = np.ones((T, N, H), dtype=dtype)
+    W_ax, W_aa, b = (rnn.params[k] for k in ("W_ax_l0", "W_aa_l0", "b_a_l0"))
+    peer = NumpyRNN(W_ax, W_aa, b)
+    torch_fns = _torch_peer(x, W_ax, W_aa, b, threads)
+
+    def ours_train():
+        _, _, cache = rnn.forward(x)
+        rnn.backward(cache, dA)
+    ours = {"forward": lambda: rnn(x), "train": ours_train}
+    numpy_fns = {"forward": lambda: peer.forward(x), "train": lambda: peer.train_step(x, dA)}
+    rows = []
+    for op in OPS:
+        fns = {"ours": ours[op], "numpy": numpy_fns[op],
+               "floor": lambda op=op: gemm_floor(x, W_ax, W_aa, op)}
+        if torch_fns is not None:
+            fns["torch"] = torch_fns[op]
+        for f in fns.values():                           # warm-up, JIT compilation included
+            f()
+        ms = _median_alternating(fns, repeats)
+        peers = {k: v for k, v in ms.items() if k in ("numpy", "torch")}
+        best = min(peers, key=peers.get)
+        rows.append({
+            "shape": shape, "dtype": dtype, "op": op, "N": N, "D": D, "H": H, "T": T,
+            "ours_ms": ms["ours"], "numpy_ms": ms["numpy"], "torch_ms": ms.get("torch"),
+            "floor_ms": ms["floor"], "best_peer": best,
+            "ratio_best_peer": ms["ours"] / peers[best],
+            "ratio_numpy": ms["ours"] / ms["numpy"],
+            "ratio_torch": ms["ours"] / ms["torch"] if "torch" in ms else None,
+            "gflops": flops(shape, op) / ms["ours"] / 1e6,
+            "floor_fraction": ms["floor"] / ms["ours"],
+        })
     return rows
 
 
