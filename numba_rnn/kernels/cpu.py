@@ -8,9 +8,11 @@ projection and the weight, bias and input gradients) is one matrix product over 
 T·N rows, issued through NumPy to BLAS.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
-from the same source (``prange`` is ``range`` when ``parallel=False``). The parallel
-variant splits the batch rows of the elementwise work across threads; every row is
-computed by the same instructions in both variants, so they give the same numbers.
+from the same source (``prange`` is ``range`` when ``parallel=False``). Both cut the
+batch rows into blocks, and each block does its own matrix product and activations;
+the parallel variant runs the blocks on separate threads (one per thread), the serial
+one uses a single block. Given the same blocks both variants execute the same
+instructions on every row, so they give bitwise the same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
@@ -21,7 +23,6 @@ Forward and backward are written as mirrors, line for line::
 
 A reverse direction walks time the other way: its "previous" step is t+1.
 """
-import math
 import types
 
 import numpy as np
@@ -47,7 +48,16 @@ def _compile(py_func, parallel):
     return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
-def _forward(U, W_aa, a0, lengths, kind, reverse, A):
+@njit(cache=True, nogil=True, inline="always")
+def _rows_times(a, M, out):
+    """``out = a·M`` for a block of rows ``a`` (n, H); one row goes through GEMV."""
+    if a.shape[0] == 1:
+        np.dot(M.T, a[0], out[0])                           # (H,) = Mᵀ·a: matrix-vector
+    else:
+        np.dot(a, M, out)
+
+
+def _forward(U, W_aa, a0, lengths, kind, reverse, blocks, A):
     """Forward recurrence of one layer-direction over the whole sequence.
 
     Parameters
@@ -67,6 +77,10 @@ def _forward(U, W_aa, a0, lengths, kind, reverse, A):
         Activation code (:data:`~numba_rnn.kernels.activations.NONLINEARITIES`).
     reverse : bool
         Walk time from T-1 down to 0.
+    blocks : int ≥ 1
+        The batch rows are cut into this many blocks; each block does its own
+        matrix product (a GEMV for a single row) and activations. The parallel
+        variant runs the blocks on different threads.
     A : (T, N, H) C-contiguous array, written
         Every hidden state ``a<t>`` (the carried state at padding steps).
     """
@@ -74,18 +88,22 @@ def _forward(U, W_aa, a0, lengths, kind, reverse, A):
     z = np.empty((N, H), dtype=A.dtype)
     W_aaT = W_aa.T
     prev = a0
+    rows = (N + blocks - 1) // blocks
     for s in range(T):
         t = T - 1 - s if reverse else s
-        np.dot(prev, W_aaT, z)                              # z = a<t-1>·W_aaᵀ   (N, H)
-        for n in prange(N):
-            if t < lengths[n]:
-                activate_row(kind, U[t, n], z[n], A[t, n])  # a<t> = g(U<t> + z)
-            else:
-                A[t, n, :] = prev[n, :]                     # padding: a<t> = a<t-1>
+        for blk in prange(blocks):
+            lo, hi = blk * rows, min(N, (blk + 1) * rows)
+            if lo < hi:
+                _rows_times(prev[lo:hi], W_aaT, z[lo:hi])   # z = a<t-1>·W_aaᵀ
+                for n in range(lo, hi):
+                    if t < lengths[n]:
+                        activate_row(kind, U[t, n], z[n], A[t, n])  # a<t> = g(U<t> + z)
+                    else:
+                        A[t, n, :] = prev[n, :]             # padding: a<t> = a<t-1>
         prev = A[t]
 
 
-def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, delta, norms):
+def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, blocks, delta, norms):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
@@ -99,7 +117,7 @@ def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, delta, norms):
         Recurrent weights.
     dh_n : (N, H) C-contiguous array, overwritten (used as a work buffer)
         ∂L/∂(final state).
-    lengths, kind, reverse
+    lengths, kind, reverse, blocks
         As in ``_forward``.
     delta : (T, N, H) C-contiguous array, written
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
@@ -113,28 +131,30 @@ def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, delta, norms):
     """
     T, N, H = A.shape
     zero = delta.dtype.type(0)
-    shortest = lengths.min()
     carry = dh_n
     nxt = np.empty_like(dh_n)
+    rows = (N + blocks - 1) // blocks
     for s in range(T):
         t = s if reverse else T - 1 - s
-        for n in prange(N):
-            if t < lengths[n]:
-                acc = zero
-                for j in range(H):
-                    gj = dA[t, n, j] + carry[n, j]          # g<t> = dA<t> + δ<t+1>·W_aa
-                    acc += gj * gj
-                    carry[n, j] = gj
-                norms[t, n] = math.sqrt(acc)                # ‖∂L/∂a<t>‖
-                activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t> = g<t> ⊙ g'(a<t>)
-            else:
-                norms[t, n] = zero
-                delta[t, n, :] = zero
-        np.dot(delta[t], W_aa, nxt)                         # nxt = δ<t>·W_aa   (N, H)
-        if t >= shortest:
-            for n in prange(N):
-                if t >= lengths[n]:
-                    nxt[n, :] = carry[n, :]                 # padding: the gradient passes through
+        for blk in prange(blocks):
+            lo, hi = blk * rows, min(N, (blk + 1) * rows)
+            if lo < hi:
+                for n in range(lo, hi):
+                    if t < lengths[n]:
+                        acc = zero
+                        for j in range(H):
+                            gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + δ<t+1>·W_aa
+                            acc += gj * gj
+                            carry[n, j] = gj
+                        norms[t, n] = np.sqrt(acc)          # ‖∂L/∂a<t>‖
+                        activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t>
+                    else:
+                        norms[t, n] = zero
+                        delta[t, n, :] = zero
+                _rows_times(delta[t, lo:hi], W_aa, nxt[lo:hi])   # nxt = δ<t>·W_aa
+                for n in range(lo, hi):
+                    if t >= lengths[n]:
+                        nxt[n, :] = carry[n, :]             # padding: the gradient passes
         carry, nxt = nxt, carry
     return carry
 
@@ -149,22 +169,35 @@ def _lengths_or_full(lengths, T, N):
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
-def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None):
+def row_blocks(N, parallel):
+    """How many row blocks a recurrence uses: one serially, one per thread in parallel
+    (never more than the rows)."""
+    if not parallel:
+        return 1
+    import numba
+    return max(1, min(N, numba.get_num_threads()))
+
+
+def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
+                       blocks=None):
     """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
 
     ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
-    ``lengths`` (N,) valid steps per sequence (None: all T).
+    ``lengths`` (N,) valid steps per sequence (None: all T); ``blocks`` row blocks
+    (default :func:`row_blocks`).
     """
     T, N, _ = U.shape
     A = np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
+    blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
     with blas_single_threaded():
         _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
-                                         bool(reverse), A)
+                                         bool(reverse), blocks, A)
     return A
 
 
-def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None):
+def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None,
+                        blocks=None):
     """Run BPTT through the recurrence.
 
     Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a0 (N, H) and the
@@ -177,10 +210,11 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
         carry = np.zeros((N, H), dtype=A.dtype)
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
+    blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
     with blas_single_threaded():
         dh0 = _backward_kernels[bool(parallel)](dA, A, W_aa, carry,
                                                 _lengths_or_full(lengths, T, N), kind,
-                                                bool(reverse), delta, norms)
+                                                bool(reverse), blocks, delta, norms)
     return delta, dh0, norms
 
 
