@@ -89,9 +89,10 @@ class RNN:
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
     parallel : bool, default False
-        Use the ``prange``-parallel recurrence kernels (bitwise the same numbers as
-        the serial ones). Off by default: on the 2-core reference machine they are
-        slower today than the serial kernels (see :mod:`numba_rnn.kernels.threads`).
+        Run every kernel on Numba's threads (batch rows cut into one block per
+        thread; BLAS single-threaded inside). Serial kernels use one core. Both
+        compute the same numbers (bitwise for equal row blocks; see
+        :mod:`numba_rnn.kernels.cpu`).
 
     Attributes
     ----------
@@ -304,6 +305,10 @@ class RNN:
 
     def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
+        with self._backend.compute_context():
+            return self._forward_layers(x, h0, lengths, training, rng, keep)
+
+    def _forward_layers(self, x, h0, lengths, training, rng, keep):
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         T, N, _ = x.shape
         dirs = self.num_directions
@@ -319,7 +324,8 @@ class RNN:
             for d in range(dirs):
                 s = f"_l{k}" + ("_reverse" if d else "")
                 a0 = h0[k * dirs + d]
-                U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s))  # (T, N, H)
+                U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s),  # (T, N, H)
+                                        parallel=self.parallel)
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
                                           parallel=self.parallel, lengths=lengths)
                 h_n[k * dirs + d] = A[0] if d else A[T - 1]
@@ -366,10 +372,17 @@ class RNN:
                 len(cache.layers[0].states) != self.num_directions:
             raise ValueError("cache does not come from this model's forward (its dtype, "
                              "layers or directions differ)")
-        be, P, H = self._backend, self._checked_params(), self.hidden_size
+        H = self.hidden_size
         T, N, dirs = cache.T, cache.N, self.num_directions
         d_layer = self._grad_input(d_out, "d_out", (T, N, dirs * H), cache)
         d_hn = self._state_input(d_hn, "d_hn", N, cache.unbatched)
+        with self._backend.compute_context():
+            return self._backward_layers(cache, d_layer, d_hn, keep_deltas)
+
+    def _backward_layers(self, cache, d_layer, d_hn, keep_deltas):
+        """Time-major BPTT through all layers and directions (inputs validated)."""
+        be, P, H = self._backend, self._checked_params(), self.hidden_size
+        N, dirs = cache.N, self.num_directions
         grads = {}
         dh0 = np.empty((self.num_layers * dirs, N, H), dtype=self.dtype)
         for k in reversed(range(self.num_layers)):
@@ -383,11 +396,11 @@ class RNN:
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
                     reverse=bool(d), parallel=self.parallel, lengths=cache.lengths)
                 dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
-                                                   reverse=bool(d))
+                                                   reverse=bool(d), parallel=self.parallel)
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
                 if self.bias:
                     grads["b_a" + s] = db
-                dx_d = be.input_grad(delta, P["W_ax" + s])          # (T, N, D_k)
+                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=self.parallel)
                 d_inp = dx_d if d_inp is None else d_inp + dx_d
                 dh0[k * dirs + d] = dh0_kd
                 cache.hidden_grad_norms[s[1:]] = norms

@@ -190,9 +190,8 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     A = np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
     blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
-    with blas_single_threaded():
-        _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
-                                         bool(reverse), blocks, A)
+    _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
+                                     bool(reverse), blocks, A)
     return A
 
 
@@ -211,31 +210,100 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
     blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
-    with blas_single_threaded():
-        dh0 = _backward_kernels[bool(parallel)](dA, A, W_aa, carry,
-                                                _lengths_or_full(lengths, T, N), kind,
-                                                bool(reverse), blocks, delta, norms)
+    dh0 = _backward_kernels[bool(parallel)](dA, A, W_aa, carry, _lengths_or_full(lengths, T, N),
+                                            kind, bool(reverse), blocks, delta, norms)
     return delta, dh0, norms
 
 
-# --- the batched products: one BLAS call each over all T·N rows -------------------
+# --- the batched products over all T·N rows ---------------------------------------
+#
+# One BLAS call each, cut into the same row blocks as the recurrences: the parallel
+# variant runs a block per Numba thread (BLAS itself single-threaded), so the whole
+# layer uses one thread pool and the cores are never oversubscribed. Reductions over
+# rows (the weight gradients) give each block its own partial result and add them in
+# block order afterwards.
 
-def input_projection(x, W_ax, b):
-    """``U = x·W_axᵀ + b``: (T, N, D) → (T, N, H), one GEMM."""
+def _gemm_rows(a, b, bias, blocks, out):
+    """``out = a·b (+ bias)``; a (M, K), b (K, H), bias (H,) or empty, out (M, H)."""
+    M = a.shape[0]
+    rows = (M + blocks - 1) // blocks
+    for blk in prange(blocks):
+        lo, hi = blk * rows, min(M, (blk + 1) * rows)
+        if lo < hi:
+            np.dot(a[lo:hi], b, out[lo:hi])
+            if bias.size:
+                for i in range(lo, hi):
+                    for j in range(out.shape[1]):
+                        out[i, j] += bias[j]
+
+
+def _gemm_tn(a, b, blocks, partial, out):
+    """``out = aᵀ·b`` summed over the M rows; a (M, H), b (M, K), partial (blocks, H, K)."""
+    M = a.shape[0]
+    rows = (M + blocks - 1) // blocks
+    for blk in prange(blocks):
+        lo, hi = blk * rows, min(M, (blk + 1) * rows)
+        if lo < hi:
+            np.dot(a[lo:hi].T, b[lo:hi], partial[blk])
+        else:
+            partial[blk][:] = 0
+    out[:] = partial[0]
+    for blk in range(1, blocks):
+        out += partial[blk]
+
+
+def _colsum(a, blocks, partial, out):
+    """``out = Σ_rows a``; a (M, H), partial (blocks, H)."""
+    M, H = a.shape
+    rows = (M + blocks - 1) // blocks
+    for blk in prange(blocks):
+        lo, hi = blk * rows, min(M, (blk + 1) * rows)
+        acc = partial[blk]
+        acc[:] = 0
+        for i in range(lo, hi):
+            for j in range(H):
+                acc[j] += a[i, j]
+    out[:] = partial[0]
+    for blk in range(1, blocks):
+        out += partial[blk]
+
+
+_gemm_rows_kernels = {p: _compile(_gemm_rows, p) for p in (False, True)}
+_gemm_tn_kernels = {p: _compile(_gemm_tn, p) for p in (False, True)}
+_colsum_kernels = {p: _compile(_colsum, p) for p in (False, True)}
+
+
+def _matmul(a, b, bias=None, parallel=False):
+    """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    empty = np.empty(0, dtype=a.dtype)
+    _gemm_rows_kernels[bool(parallel)](a, b, empty if bias is None else bias,
+                                       row_blocks(a.shape[0], parallel), out)
+    return out
+
+
+def _matmul_tn(a, b, parallel=False):
+    """``aᵀ·b`` for a (M, H), b (M, K): a sum over the M rows, in row blocks."""
+    blocks = row_blocks(a.shape[0], parallel)
+    out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+    partial = np.empty((blocks, a.shape[1], b.shape[1]), dtype=a.dtype)
+    _gemm_tn_kernels[bool(parallel)](a, b, blocks, partial, out)
+    return out
+
+
+def input_projection(x, W_ax, b, parallel=False):
+    """``U = x·W_axᵀ + b``: (T, N, D) → (T, N, H), one GEMM over all T·N rows."""
     T, N, D = x.shape
-    U = x.reshape(T * N, D) @ W_ax.T
-    if b is not None:
-        U += b
-    return U.reshape(T, N, W_ax.shape[0])
+    return _matmul(x.reshape(T * N, D), W_ax.T, b, parallel).reshape(T, N, W_ax.shape[0])
 
 
-def input_grad(delta, W_ax):
+def input_grad(delta, W_ax, parallel=False):
     """``dx = δ·W_ax``: (T, N, H) → (T, N, D), one GEMM."""
     T, N, H = delta.shape
-    return (delta.reshape(T * N, H) @ W_ax).reshape(T, N, W_ax.shape[1])
+    return _matmul(delta.reshape(T * N, H), W_ax, None, parallel).reshape(T, N, W_ax.shape[1])
 
 
-def weight_grads(delta, x, A, a0, reverse=False):
+def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     """Weight and bias gradients of one layer-direction.
 
     ``dW_ax = Σ_t δ<t>ᵀ x<t>``, ``dW_aa = Σ_t δ<t>ᵀ a<t-1>``, ``db = Σ_t Σ_n δ<t>``;
@@ -245,17 +313,25 @@ def weight_grads(delta, x, A, a0, reverse=False):
     T, N, H = delta.shape
     D = x.shape[2]
     d2 = delta.reshape(T * N, H)
-    dW_ax = d2.T @ x.reshape(T * N, D)
+    dW_ax = _matmul_tn(d2, x.reshape(T * N, D), parallel)
     if reverse:   # a<t+1> pairs with δ<t> for t < T-1; a0 pairs with δ<T-1>
-        dW_aa = delta[T - 1].T @ a0
+        dW_aa = _matmul_tn(delta[T - 1], a0)
         if T > 1:
-            dW_aa += delta[:-1].reshape(-1, H).T @ A[1:].reshape(-1, H)
+            dW_aa += _matmul_tn(delta[:-1].reshape(-1, H), A[1:].reshape(-1, H), parallel)
     else:         # a<t-1> pairs with δ<t> for t > 0; a0 pairs with δ<0>
-        dW_aa = delta[0].T @ a0
+        dW_aa = _matmul_tn(delta[0], a0)
         if T > 1:
-            dW_aa += delta[1:].reshape(-1, H).T @ A[:-1].reshape(-1, H)
-    db = d2.sum(axis=0)
+            dW_aa += _matmul_tn(delta[1:].reshape(-1, H), A[:-1].reshape(-1, H), parallel)
+    blocks = row_blocks(T * N, parallel)
+    db = np.empty(H, dtype=delta.dtype)
+    _colsum_kernels[bool(parallel)](d2, blocks, np.empty((blocks, H), delta.dtype), db)
     return dW_ax, dW_aa, db
+
+
+def compute_context():
+    """Enter around a whole forward or backward: BLAS runs single-threaded inside
+    (our own row blocks are the only parallelism; see :mod:`.threads`)."""
+    return blas_single_threaded()
 
 
 # --- clipping: reductions and in-place updates over flat gradient arrays ----------
