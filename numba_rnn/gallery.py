@@ -205,8 +205,9 @@ GALLERY = [
      "‖∂a⟨T-1⟩/∂a⟨k⟩‖₂ against the strict bound (γ‖W_aa‖₂)^(T-1-k): the bound holds "
      "everywhere and is tight only while the units stay unsaturated."),
     ("temporal_credit.png", fig_temporal_credit,
-     "C[t, k] = ‖∂L⟨t⟩/∂a⟨k⟩‖: with ρ = 0.8 each step's loss only reaches a few steps "
-     "back (a thin band), with ρ = 1.1 it reaches the whole past."),
+     "C[t, k] = ‖∂L⟨t⟩/∂a⟨k⟩‖: with ρ = 0.8 the credit a step's loss gives earlier states "
+     "falls by orders of magnitude within a few tens of steps; with ρ = 1.1 it stays within "
+     "about one order of magnitude across the whole past."),
     ("jacobian_spectrum.png", fig_jacobian_spectrum,
      "Singular values of a long Jacobian product and the Lyapunov exponents of the hidden "
      "dynamics: contracting (λ < 0), near-isometric and expanding regimes, and the IRNN's "
