@@ -6,6 +6,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from numba_rnn.kernels.fast_tanh import _bits_to_float32 as _bits_to_f32
 from numba_rnn.kernels.fast_tanh import fast_tanh
 
 #: the stated bounds (README, kernels/fast_tanh.py), in units in the last place
@@ -24,13 +25,6 @@ def _ulp_error(x, dtype):
     truth = np.tanh(x.astype(np.longdouble))
     spacing = np.spacing(np.abs(truth).astype(dtype)).astype(np.longdouble)
     return out, np.abs(out.astype(np.longdouble) - truth) / spacing
-
-
-@intrinsic
-def _bits_to_f32(typingctx, bits):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
 
 
 @intrinsic
