@@ -9,6 +9,8 @@ train TASK
     test and baseline loss (``--json`` prints them as one JSON object, last line).
 sample
     Generate text from a character model saved by ``train char --save PATH``.
+sweep CONFIG
+    Run a parameter sweep (a TOML file, or the built-in study ``adding``) on Dask.
 bench
     Time forward and train step against NumPy, torch and the GEMM floor; print a table
     of ratios and save a bar chart.
@@ -139,6 +141,32 @@ def _bench(args):
     return 0
 
 
+def _sweep(args):
+    from numba_rnn import sweep as sw
+
+    name = args.config + ("-quick" if args.quick else "")
+    path = args.config if os.path.exists(args.config) else sw.study_path(name)
+    cfg = sw.load_config(path)
+    figure = cfg.pop("figure")
+    if args.out:
+        cfg["out"] = args.out
+        figure = os.path.splitext(args.out)[0] + ".png" if figure else None
+    client = False if args.serial else None
+    t0 = time.perf_counter()
+    rows = sw.sweep(**cfg, client=client, scheduler=args.scheduler, workers=args.workers)
+    failed = [r for r in rows if r.get("status") != "ok"]
+    print(f"{len(rows)} points ({len(failed)} failed or NaN) in {time.perf_counter() - t0:.1f} s"
+          f"; table: {cfg['out']}")
+    if cfg["fn_or_task"] in ("adding", sw.adding_point):
+        for (recipe, clip), rates in sorted(sw.success_table(rows).items()):
+            cells = "  ".join(f"T={T}: {r:.0%}" for T, r in rates.items())
+            print(f"  {recipe:16s} {'clip ' + format(clip, 'g') if clip > 0 else 'no clip':8s}"
+                  f"  {cells}")
+        if figure:
+            print(f"figure: {sw.success_figure(rows, figure)}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="numba-rnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +206,16 @@ def build_parser():
                     help="checkpoint file; an existing one is resumed")
     tr.set_defaults(func=_train)
 
+    sw = sub.add_parser("sweep", help="run a parameter sweep on Dask (or serially)")
+    sw.add_argument("config", help="a sweep TOML file, or the built-in study 'adding'")
+    sw.add_argument("--quick", action="store_true", help="the small version of a built-in study")
+    sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="local worker processes (default: one per core)")
+    sw.add_argument("--serial", action="store_true", help="run in-process, without Dask")
+    sw.add_argument("--out", default=None, help="results table (CSV) instead of the config's")
+    sw.set_defaults(func=_sweep)
+
     be = sub.add_parser("bench", help="time against NumPy, torch and the GEMM floor")
     be.add_argument("--shapes", nargs="+", default=["tiny", "stream", "medium", "large"],
                     choices=["tiny", "stream", "medium", "large"])
@@ -208,7 +246,7 @@ def main(argv=None):
     elif getattr(args, "clip_value", None) is not None:
         args.clip_norm = None
     for name in ("seq_len", "hidden", "layers", "steps", "batch_size", "length", "tbptt",
-                 "repeats"):
+                 "repeats", "workers"):
         value = getattr(args, name, 1)
         if value is not None and value < 1:
             print(f"numba-rnn: --{name.replace('_', '-')} must be ≥ 1", file=sys.stderr)
