@@ -7,11 +7,12 @@
   :func:`~numba_rnn.train.fit`; :mod:`~numba_rnn.tasks`;
 - :mod:`~numba_rnn.analysis` and :mod:`~numba_rnn.plot` — gradient analysis and figures.
 """
-from . import analysis, init, layers, losses, models, optim, plot, sweep, tasks, train
+from . import analysis, init, layers, losses, models, optim, plot, sweeps, tasks, train
 from .clip import NonFiniteGradientError, clip_grad_norm, clip_grad_value, total_norm
 from .models import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, load_model
 from .optim import SGD, Adagrad, Adam, RMSprop
 from .rnn import RNN, ForwardCache
+from .sweeps import sweep
 from .train import ArrayData, History, fit
 
 __version__ = "0.1.0"
@@ -20,4 +21,4 @@ __all__ = ["SGD", "RNN", "Adagrad", "Adam", "ArrayData", "ForwardCache", "Histor
            "ManyToMany", "ManyToOne", "NonFiniteGradientError", "OneToMany", "OneToOne",
            "RMSprop", "Seq2Seq", "__version__", "analysis", "clip_grad_norm",
            "clip_grad_value", "fit", "init", "layers", "load_model", "losses", "models",
-           "optim", "plot", "sweep", "tasks", "total_norm", "train"]
+           "optim", "plot", "sweep", "sweeps", "tasks", "total_norm", "train"]

@@ -142,7 +142,7 @@ def _bench(args):
 
 
 def _sweep(args):
-    from numba_rnn import sweep as sw
+    from numba_rnn import sweeps as sw
 
     name = args.config + ("-quick" if args.quick else "")
     path = args.config if os.path.exists(args.config) else sw.study_path(name)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from numba_rnn import sweep as sw
+from numba_rnn import sweeps as sw
 from numba_rnn.cli import main
 
 distributed = pytest.importorskip("distributed")
@@ -49,6 +49,11 @@ def client():
 
 def _metrics(rows, drop=("seconds", "host")):
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_nr_sweep_is_the_sweep_function():
+    import numba_rnn as nr
+    assert nr.sweep is sw.sweep
 
 
 def test_grid_expansion_and_random_search():
