@@ -161,6 +161,21 @@ def _warm_worker():
     return os.getpid()
 
 
+def _warm_up_plugin_class():
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class WarmUp(WorkerPlugin):
+        """Load (or compile) the Numba kernels when a worker starts — a restarted one too."""
+
+        def setup(self, worker):
+            _warm_worker()
+    return WarmUp
+
+
+def _WarmUp():  # noqa: N802  (a factory: distributed is imported only when used)
+    return _warm_up_plugin_class()()
+
+
 # ------------------------------------------------------------------ results files
 class ResultStore:
     """JSON lines (appended and fsynced per row: a crash loses no finished point) plus a
@@ -305,7 +320,7 @@ def _run_dask(fn, points, client, scheduler, workers, retries):
                                         "OPENBLAS_NUM_THREADS": "1"})
             client = own = Client(cluster)
     try:
-        client.run(_warm_worker)                     # compile once per worker
+        client.register_plugin(_WarmUp(), name="numba-rnn-warm-up")  # every worker, restarts too
         futures = [client.submit(run_point, fn, p, key=f"point-{point_id(p)}", pure=False,
                                  retries=retries) for p in points]
         for fut in as_completed(futures):

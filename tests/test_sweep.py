@@ -77,6 +77,9 @@ def test_dask_and_serial_give_the_same_table(tmp_path, client):
     assert len(serial) == 8 and all(r["status"] == "ok" for r in serial)
     assert _metrics(serial) == _metrics(dask)
     assert len({r["host"] for r in dask}) == 2                 # both workers took points
+    warmed = client.run(lambda: __import__("numba_rnn.kernels.cpu").kernels.cpu
+                        ._forward_kernels[False].signatures)
+    assert all(sigs for sigs in warmed.values())               # kernels loaded per worker
     assert (tmp_path / "d.csv").read_text().splitlines()[0].startswith("id,")
 
 
