@@ -213,8 +213,9 @@ GALLERY = [
      "dynamics: contracting (λ < 0), near-isometric and expanding regimes, and the IRNN's "
      "dead directions."),
     ("weight_spectrum.png", fig_weight_spectrum,
-     "Eigenvalues of W_aa for each initialiser: torch's uniform and Xavier fill a disc "
-     "well inside the unit circle, orthogonal lies on it and identity sits at 1."),
+     "Eigenvalues of W_aa for each initialiser: torch's uniform init fills a disc of radius "
+     "about 1/√3 (ρ ≈ 0.6, so gradients vanish), Xavier fills the unit disc (ρ ≈ 1), "
+     "orthogonal lies on the unit circle and identity sits at 1."),
     ("training_curves.png", fig_training_curves,
      "Training on the adding problem: loss and pre-clip gradient norm per step for four "
      "recipes, clipping events marked — the IRNN leaves the baseline first, tanh with "
