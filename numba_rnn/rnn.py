@@ -327,7 +327,8 @@ class RNN:
                 U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s),  # (T, N, H)
                                         parallel=self.parallel)
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
-                                          parallel=self.parallel, lengths=lengths)
+                                          parallel=self.parallel, lengths=lengths,
+                                          overwrite_U=True)           # U is ours: reuse it
                 h_n[k * dirs + d] = A[0] if d else A[T - 1]
                 states.append(A)
                 starts.append(a0)

@@ -128,3 +128,16 @@ def test_backend_selection():
         get_backend("cuda")
     with pytest.raises(ValueError, match="device must be one of"):
         get_backend("tpu")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_forward_in_place_over_U_equals_out_of_place(reverse, rng):
+    U = rng.standard_normal((6, 4, 8))
+    W = rng.standard_normal((8, 8)) / 3
+    a0 = rng.standard_normal((4, 8))
+    lengths = np.array([6, 2, 5, 1])
+    A = cpu.recurrence_forward(U, W, a0, 0, reverse, lengths=lengths)
+    U2 = U.copy()
+    A2 = cpu.recurrence_forward(U2, W, a0, 0, reverse, lengths=lengths, overwrite_U=True)
+    assert A2 is U2
+    np.testing.assert_array_equal(A, A2)

@@ -179,15 +179,17 @@ def row_blocks(N, parallel):
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
-                       blocks=None):
+                       blocks=None, overwrite_U=False):
     """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
 
     ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
     ``lengths`` (N,) valid steps per sequence (None: all T); ``blocks`` row blocks
-    (default :func:`row_blocks`).
+    (default :func:`row_blocks`). With ``overwrite_U`` the states are written over
+    ``U`` (each a<t> element replaces the U<t> element it is computed from), saving
+    one activation-sized array.
     """
     T, N, _ = U.shape
-    A = np.empty(U.shape, dtype=U.dtype)
+    A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
     blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
     _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
