@@ -5,7 +5,7 @@ Shapes (time-major): T time steps, N batch, D input size, H hidden size.
 Only the recurrences are sequential in time. Each is **one compiled call for the
 whole sequence**: no Python runs per time step. Everything else (the input
 projection and the weight, bias and input gradients) is one matrix product over all
-T·N rows, issued through NumPy to BLAS.
+T·N rows, a BLAS call per row block from a Numba kernel.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
 from the same source (``prange`` is ``range`` when ``parallel=False``). Both cut the
