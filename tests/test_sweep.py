@@ -169,3 +169,18 @@ def test_cli_quick_study_writes_table_and_figure(tmp_path, capsys):
     assert "4 points (0 failed" in text and "tanh-orthogonal" in text
     assert out.exists() and (tmp_path / "study.png").stat().st_size > 10_000
     np.testing.assert_equal(len(out.read_text().splitlines()), 5)
+
+
+def test_config_with_random_search_and_an_imported_function(tmp_path):
+    path = tmp_path / "rand.toml"
+    path.write_text("[sweep]\nfunction = 'tests.test_sweep:square'\nn_random = 5\nseed = 4\n"
+                    f"out = '{tmp_path / 'r.csv'}'\n"
+                    "[fixed]\nb = 1.0\n"
+                    "[random]\na = {low = 1, high = 9, int = true}\n")
+    cfg = sw.load_config(path)
+    cfg.pop("figure")
+    rows = sw.sweep(**cfg, client=False, progress=False)
+    assert len(rows) <= 5 and all(r["status"] == "ok" for r in rows)
+    assert all(1 <= r["param.a"] <= 9 and r["value"] == r["param.a"] ** 2 + 1.0 for r in rows)
+    again = sw.sweep(**cfg, client=False, progress=False)     # same seed: same points, all done
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
