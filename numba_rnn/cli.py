@@ -251,7 +251,13 @@ def main(argv=None):
         if value is not None and value < 1:
             print(f"numba-rnn: --{name.replace('_', '-')} must be ≥ 1", file=sys.stderr)
             return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        # bad input the library rejected (an unknown study, a corrupt file, no CUDA
+        # backend, …): one clear line, not a traceback
+        print(f"numba-rnn {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

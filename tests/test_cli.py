@@ -67,3 +67,14 @@ def test_sample_refuses_a_non_char_model(tmp_path, capsys):
     ManyToOne(2, 4, 1, loss="mse").save(path)
     assert main(["sample", "--load", str(path)]) == 2
     assert "not a char model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["bench", "--device", "cuda", "--shapes", "tiny", "--dtype", "float32"], "cuda"),
+    (["sweep", "no-such-study"], "no built-in study"),
+    (["sample", "--load", "/nonexistent/model.npz"], "No such file"),
+])
+def test_library_errors_become_one_clear_line(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
