@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .kernels import cpu
+from .kernels import backend_of, cpu
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -27,13 +27,26 @@ def _gradient_arrays(grads):
     else:
         raise TypeError(f"grads must be a dict of arrays (as returned by RNN.backward), "
                         f"a list of arrays or an array, got {type(grads).__name__}")
+    devices = set()
     for name, g in items:
-        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
-            raise TypeError(f"{name} must be a floating-point ndarray, got "
+        be = backend_of(g)
+        if be is None or np.dtype(g.dtype).kind != "f":
+            raise TypeError(f"{name} must be a floating-point ndarray or device array, got "
                             f"{type(g).__name__} {getattr(g, 'dtype', '')}".rstrip())
-        if not g.flags.writeable:
+        if be is cpu and not g.flags.writeable:
             raise ValueError(f"{name} is read-only; clipping works in place")
+        devices.add(be)
+    if len(devices) > 1:
+        raise TypeError("grads mixes host (NumPy) and device arrays; clip them separately")
     return [g for _, g in items]
+
+
+def _on_gpu(arrays):
+    """The CUDA kernel module if ``arrays`` are device arrays, else None."""
+    be = backend_of(arrays[0]) if arrays else cpu
+    if be is cpu:
+        return None
+    return be, [be.inplace_view(g, "each gradient") for g in arrays]
 
 
 def _apply_flat(g, fn, *args):
@@ -50,6 +63,10 @@ def total_norm(grads, norm_type=2.0):
     """The p-norm of all gradients taken together (no clipping), as a Python float."""
     arrays = _gradient_arrays(grads)
     p = _check_norm_type(norm_type)
+    gpu = _on_gpu(arrays)
+    if gpu is not None:                   # reduced on the device; one number comes back
+        be, arrays = gpu
+        return float(be.norm_and_coef(arrays, p).copy_to_host()[0])
     partials = [cpu.norm_partial(g.ravel(order="K"), p) for g in arrays]
     if not partials:
         return 0.0
@@ -87,7 +104,16 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     if not max_norm > 0 or math.isinf(max_norm):
         raise ValueError(f"max_norm must be a positive finite number, got {max_norm}")
     arrays = _gradient_arrays(grads)
-    norm = total_norm(arrays, norm_type)
+    gpu = _on_gpu(arrays)
+    if gpu is not None:
+        # norm and coefficient computed on the device, the scaling reads the
+        # coefficient there: only the norm itself is copied back, once
+        be, arrays = gpu
+        norm_coef = be.norm_and_coef(arrays, _check_norm_type(norm_type), max_norm)
+        be.scale_by_(arrays, norm_coef)
+        norm = float(norm_coef.copy_to_host()[0])
+    else:
+        norm = total_norm(arrays, norm_type)
     if not math.isfinite(norm):
         msg = (f"the total {norm_type}-norm of the gradients is {norm}: they hold NaN or "
                f"inf, or overflow")
@@ -96,7 +122,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
         warnings.warn(msg + "; gradients left unscaled", RuntimeWarning, stacklevel=2)
         return norm
     coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
+    if coef < 1.0 and gpu is None:
         for g in arrays:
             _apply_flat(g, cpu.scale_, coef)
     return norm
@@ -111,7 +137,12 @@ def clip_grad_value(grads, clip_value):
     c = float(clip_value)
     if not c > 0 or math.isinf(c):
         raise ValueError(f"clip_value must be a positive finite number, got {clip_value}")
-    return int(sum(_apply_flat(g, cpu.clamp_, c) for g in _gradient_arrays(grads)))
+    arrays = _gradient_arrays(grads)
+    gpu = _on_gpu(arrays)
+    if gpu is not None:
+        be, arrays = gpu
+        return int(sum(be.clamp_(g, c) for g in arrays))
+    return int(sum(_apply_flat(g, cpu.clamp_, c) for g in arrays))
 
 
 def _check_norm_type(norm_type):

@@ -7,7 +7,7 @@ pickle); ``load_state_dict`` restores them.
 """
 import numpy as np
 
-from .kernels import cpu
+from .kernels import backend_of
 
 
 class Optimizer:
@@ -19,16 +19,21 @@ class Optimizer:
     def __init__(self, params, **hyper):
         if not isinstance(params, dict) or not params:
             raise TypeError("params must be a non-empty dict of arrays (model.params)")
+        backends = {backend_of(p) for p in params.values()}
+        be = backends.pop() if len(backends) == 1 else None
         for name, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.c_contiguous:
-                raise TypeError(f"params[{name!r}] must be a C-contiguous float ndarray")
+            if be is None or np.dtype(p.dtype).kind != "f" or be.asarray(p, name, p.dtype) is not p:
+                raise TypeError(f"params[{name!r}] must be a C-contiguous float array, all "
+                                f"params on one device (NumPy arrays or numba device arrays)")
+        self._be = be
         self.params = params
         for k, v in hyper.items():
             v = float(v) if not isinstance(v, bool) else v
             if isinstance(v, float) and (not np.isfinite(v) or v < 0):
                 raise ValueError(f"{k} must be a finite number ≥ 0, got {v}")
             setattr(self, k, v)
-        self.state = {b: {k: np.zeros_like(p) for k, p in params.items()} for b in self._buffers}
+        self.state = {b: {k: be.zeros(p.shape, p.dtype) for k, p in params.items()}
+                      for b in self._buffers}
         self.steps = 0
 
     def step(self, grads):
@@ -43,15 +48,16 @@ class Optimizer:
             g = grads[name]
             if g.shape != p.shape:
                 raise ValueError(f"grads[{name!r}] has shape {g.shape}, params {p.shape}")
-            g = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-            bufs = [self.state[b][name].reshape(-1) for b in self._buffers]
-            self._update(p.reshape(-1), g, *bufs)
+            g = self._be.asarray(g, f"grads[{name!r}]", p.dtype)
+            bufs = [self.state[b][name].reshape(p.size) for b in self._buffers]
+            self._update(p.reshape(p.size), g.reshape(p.size), *bufs)
 
     def state_dict(self):
         """``{"hyper": {...}, "steps": int, "state": {buffer: {name: array}}}``."""
         return {"class": type(self).__name__, "steps": self.steps,
                 "hyper": {k: getattr(self, k) for k in self._hyper},
-                "state": {b: {k: v.copy() for k, v in d.items()} for b, d in self.state.items()}}
+                "state": {b: {k: np.array(self._be.to_host(v)) for k, v in d.items()}
+                          for b, d in self.state.items()}}
 
     def load_state_dict(self, sd):
         """Restore from :meth:`state_dict` (shapes are checked)."""
@@ -62,7 +68,7 @@ class Optimizer:
                 arr = np.asarray(sd["state"][b][k])
                 if arr.shape != p.shape:
                     raise ValueError(f"state {b}[{k!r}] has shape {arr.shape}, expected {p.shape}")
-                self.state[b][k][...] = arr
+                self._be.assign_(self.state[b][k], arr)
         for k in self._hyper:
             setattr(self, k, sd["hyper"][k])
         self.steps = int(sd["steps"])
@@ -82,7 +88,7 @@ class SGD(Optimizer):
                          nesterov=bool(nesterov), weight_decay=weight_decay)
 
     def _update(self, p, g, buf):
-        cpu.sgd_(p, g, buf, self.lr, self.momentum, self.dampening, self.nesterov,
+        self._be.sgd_(p, g, buf, self.lr, self.momentum, self.dampening, self.nesterov,
                  self.weight_decay, self.steps == 1)
 
 
@@ -101,7 +107,7 @@ class Adam(Optimizer):
                          decoupled_weight_decay=bool(decoupled_weight_decay))
 
     def _update(self, p, g, m, v, vmax):
-        cpu.adam_(p, g, m, v, vmax, self.lr, self.beta1, self.beta2, self.eps,
+        self._be.adam_(p, g, m, v, vmax, self.lr, self.beta1, self.beta2, self.eps,
                   self.weight_decay, self.steps, self.amsgrad, self.decoupled_weight_decay)
 
 
@@ -118,7 +124,7 @@ class RMSprop(Optimizer):
                          momentum=momentum)
 
     def _update(self, p, g, sq, buf):
-        cpu.rmsprop_(p, g, sq, buf, self.lr, self.alpha, self.eps, self.weight_decay,
+        self._be.rmsprop_(p, g, sq, buf, self.lr, self.alpha, self.eps, self.weight_decay,
                      self.momentum)
 
 
@@ -132,7 +138,7 @@ class Adagrad(Optimizer):
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay)
 
     def _update(self, p, g, acc):
-        cpu.adagrad_(p, g, acc, self.lr, self.eps, self.weight_decay)
+        self._be.adagrad_(p, g, acc, self.lr, self.eps, self.weight_decay)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad}

@@ -80,8 +80,13 @@ class RNN:
     dtype : float32 or float64, default float32
         Parameters and computation dtype. Float inputs of the other precision are
         cast to it.
-    device : {"cpu"}
-        Where the kernels run.
+    device : {"cpu", "cuda"}
+        Where the kernels run. With ``"cuda"`` the parameters live on the GPU (numba
+        device arrays) and every kernel runs there; inputs may be NumPy arrays or
+        any GPU array with ``__cuda_array_interface__`` (numba, CuPy, torch), taken
+        without a copy. Results are device arrays when the input was one, NumPy
+        arrays otherwise. No GPU raises
+        :class:`~numba_rnn.kernels.cuda.CudaUnavailableError`.
     seed : int or None
         Seeds initialisation and dropout masks.
     init : {"uniform", "xavier", "orthogonal", "identity"}, default "uniform"
@@ -173,7 +178,7 @@ class RNN:
             params["W_aa" + s] = np.ascontiguousarray(W_aa, dtype=self.dtype)
             if self.bias:
                 params["b_a" + s] = np.ascontiguousarray(b, dtype=self.dtype)
-        return params
+        return {k: self._backend.from_host(v) for k, v in params.items()}
 
     def W_a(self, layer=0, reverse=False):
         """The concatenated weight ``[W_aa | W_ax]`` (H, H + D_k) acting on ``[a<t-1>; x<t>]``.
@@ -181,35 +186,37 @@ class RNN:
         A new array, for teaching and inspection; the kernels use the split form.
         """
         s = f"_l{layer}" + ("_reverse" if reverse else "")
-        return np.concatenate([self.params["W_aa" + s], self.params["W_ax" + s]], axis=1)
+        host = self._backend.to_host
+        return np.concatenate([host(self.params["W_aa" + s]), host(self.params["W_ax" + s])],
+                              axis=1)
 
     def _checked_params(self):
         """The params dict, after checking each entry still has its shape and dtype."""
-        P = self.params
+        P, be = self.params, self._backend
         shapes = self.param_shapes()
         if set(P) != set(shapes):
             raise ValueError(f"rnn.params must have exactly the keys {sorted(shapes)}, "
                              f"got {sorted(P)}")
         for name, shape in shapes.items():
             arr = P[name]
-            if not isinstance(arr, np.ndarray) or arr.dtype != self.dtype:
-                raise TypeError(f"rnn.params[{name!r}] must be a {self.dtype} ndarray, "
+            if not be.is_array(arr) or np.dtype(arr.dtype) != self.dtype:
+                kind = "ndarray" if self.device == "cpu" else "numba device array"
+                raise TypeError(f"rnn.params[{name!r}] must be a {self.dtype} {kind}, "
                                 f"got {type(arr).__name__} {getattr(arr, 'dtype', '')}")
             V.expect_shape(arr, f"rnn.params[{name!r}]", shape, "")
-            if not arr.flags.c_contiguous:
-                P[name] = np.ascontiguousarray(arr)
+            P[name] = be.asarray(arr, f"rnn.params[{name!r}]", self.dtype)  # C-contiguous
         return P
 
     # ------------------------------------------------------------------ inputs
     def _time_major_input(self, x):
         """Return (x as (T, N, D) C-contiguous, unbatched flag)."""
-        x = V.float_array(x, "x", self.dtype)
+        x = self._backend.asarray(x, "x", self.dtype)
         if x.ndim == 2:
-            unbatched, x = True, x[:, None, :]
+            unbatched, x = True, x.reshape(x.shape[0], 1, x.shape[1])
         elif x.ndim == 3:
             unbatched = False
             if self.batch_first:
-                x = x.transpose(1, 0, 2)
+                x = self._backend.swap01(x)
         else:
             layout = "(N, T, D)" if self.batch_first else "(T, N, D)"
             raise ValueError(f"x must be 3-D {layout} or unbatched 2-D (T, D), "
@@ -221,17 +228,17 @@ class RNN:
         if T == 0 or N == 0:
             raise ValueError(f"x must have at least one time step and one sequence, "
                              f"got T={T}, N={N}")
-        return np.ascontiguousarray(x), unbatched
+        return self._backend.asarray(x, "x", self.dtype), unbatched
 
     def _state_input(self, h, name, N, unbatched):
         """Validate an (L·dirs, N, H) state-shaped argument; None gives zeros."""
         LD, H = self.num_layers * self.num_directions, self.hidden_size
         if h is None:
-            return np.zeros((LD, N, H), dtype=self.dtype)
-        h = V.float_array(h, name, self.dtype)
+            return self._backend.zeros((LD, N, H), self.dtype)
+        h = self._backend.asarray(h, name, self.dtype)
         if unbatched:
             V.expect_shape(h, name, (LD, H), "(num_layers*num_directions, hidden_size)")
-            return h[:, None, :]
+            return h.reshape(LD, 1, H)
         V.expect_shape(h, name, (LD, N, H), "(num_layers*num_directions, N, hidden_size)")
         return h
 
@@ -239,7 +246,8 @@ class RNN:
         """Validate ``lengths``: (N,) integers in [1, T]; None stays None."""
         if lengths is None:
             return None
-        arr = np.asarray(lengths)
+        arr = np.asarray(self._backend.to_host(lengths) if self._backend.on_device(lengths)
+                         else lengths)
         if arr.dtype.kind not in "iu":
             raise TypeError(f"lengths must hold integers, got dtype {arr.dtype}")
         arr = arr.reshape(-1) if arr.ndim == 0 else arr
@@ -249,22 +257,27 @@ class RNN:
                              f"{arr.min()} to {arr.max()}")
         return None if arr.min() == T else np.ascontiguousarray(arr, dtype=np.int64)
 
-    def _output_layout(self, out, h_n, unbatched):
-        """Time-major (T, N, ·) results → the user's layout."""
+    def _output_layout(self, out, h_n, unbatched, on_device=True):
+        """Time-major (T, N, ·) results → the user's layout (on the host unless
+        ``on_device``: a GPU model returns NumPy arrays for NumPy inputs)."""
+        be = self._backend
         if unbatched:
-            return out[:, 0, :], h_n[:, 0, :]
-        if self.batch_first:
-            out = out.transpose(1, 0, 2)
+            out, h_n = out[:, 0, :], h_n[:, 0, :]
+        elif self.batch_first:
+            out = be.swap01(out)
+        if not on_device:
+            out, h_n = be.to_host(out), be.to_host(h_n)
         return out, h_n
 
     # ------------------------------------------------------------------ forward
     def __call__(self, x, h0=None, *, lengths=None):
         """Inference: ``out, h_n = rnn(x, h0)``, no dropout, nothing kept for BPTT."""
+        on_device = self._backend.on_device(x)
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
         lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
         out, h_n, _ = self._forward(x, h0, lengths, training=False, rng=None, keep=False)
-        return self._output_layout(out, h_n, unbatched)
+        return self._output_layout(out, h_n, unbatched, on_device)
 
     def forward(self, x, h0=None, *, lengths=None, training=True, rng=None):
         """Forward pass that keeps what BPTT needs.
@@ -293,6 +306,7 @@ class RNN:
         cache : ForwardCache
             Pass to :meth:`backward`.
         """
+        on_device = self._backend.on_device(x)
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
         lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
@@ -300,7 +314,7 @@ class RNN:
                                          else self.rng, keep=True)
         cache = ForwardCache(layers, x.shape[0], x.shape[1], self.batch_first,
                              unbatched, self.dtype, lengths)
-        out_u, h_n_u = self._output_layout(out, h_n, unbatched)
+        out_u, h_n_u = self._output_layout(out, h_n, unbatched, on_device)
         return out_u, h_n_u, cache
 
     def _forward(self, x, h0, lengths, training, rng, keep):
@@ -312,14 +326,14 @@ class RNN:
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         T, N, _ = x.shape
         dirs = self.num_directions
-        h_n = np.empty((self.num_layers * dirs, N, H), dtype=self.dtype)
+        h_n = be.empty((self.num_layers * dirs, N, H), self.dtype)
         layers = []
         inp = x
         for k in range(self.num_layers):
             mask = None
             if k > 0 and training and self.dropout > 0:
-                mask = _dropout_mask(rng, inp.shape, self.dropout, self.dtype)
-                inp = inp * mask
+                mask = be.dropout_mask(rng, inp.shape, self.dropout, self.dtype)
+                inp = be.mul_(be.copy(inp), mask)
             states, starts = [], []
             for d in range(dirs):
                 s = f"_l{k}" + ("_reverse" if d else "")
@@ -329,14 +343,14 @@ class RNN:
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
                                           parallel=self.parallel, lengths=lengths,
                                           overwrite_U=True)           # U is ours: reuse it
-                h_n[k * dirs + d] = A[0] if d else A[T - 1]
+                be.assign_(h_n[k * dirs + d], A[0] if d else A[T - 1])
                 states.append(A)
                 starts.append(a0)
             if keep:
                 layers.append(LayerCache(inp, mask, starts, states))
-            inp = states[0] if dirs == 1 else np.concatenate(states, axis=2)  # (T, N, dirs·H)
+            inp = states[0] if dirs == 1 else be.concat_last(states)   # (T, N, dirs·H)
             if lengths is not None:
-                inp = _zero_padding(inp, lengths)
+                inp = be.zero_padding(inp, lengths)
         return inp, h_n, layers
 
     # ------------------------------------------------------------------ backward
@@ -375,24 +389,25 @@ class RNN:
                              "layers or directions differ)")
         H = self.hidden_size
         T, N, dirs = cache.T, cache.N, self.num_directions
+        on_device = self._backend.on_device(d_out)
         d_layer = self._grad_input(d_out, "d_out", (T, N, dirs * H), cache)
         d_hn = self._state_input(d_hn, "d_hn", N, cache.unbatched)
         with self._backend.compute_context():
-            return self._backward_layers(cache, d_layer, d_hn, keep_deltas)
+            return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device)
 
-    def _backward_layers(self, cache, d_layer, d_hn, keep_deltas):
+    def _backward_layers(self, cache, d_layer, d_hn, keep_deltas, on_device=False):
         """Time-major BPTT through all layers and directions (inputs validated)."""
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         N, dirs = cache.N, self.num_directions
         grads = {}
-        dh0 = np.empty((self.num_layers * dirs, N, H), dtype=self.dtype)
+        dh0 = be.empty((self.num_layers * dirs, N, H), self.dtype)
         for k in reversed(range(self.num_layers)):
             lc = cache.layers[k]
             d_inp = None
             for d in range(dirs):
                 s = f"_l{k}" + ("_reverse" if d else "")
                 dA = (d_layer if dirs == 1                             # (T, N, H)
-                      else np.ascontiguousarray(d_layer[:, :, d * H:(d + 1) * H]))
+                      else be.take_last(d_layer, d * H, (d + 1) * H))
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
                     reverse=bool(d), parallel=self.parallel, lengths=cache.lengths)
@@ -402,28 +417,29 @@ class RNN:
                 if self.bias:
                     grads["b_a" + s] = db
                 dx_d = be.input_grad(delta, P["W_ax" + s], parallel=self.parallel)
-                d_inp = dx_d if d_inp is None else d_inp + dx_d
-                dh0[k * dirs + d] = dh0_kd
+                d_inp = dx_d if d_inp is None else be.add_(d_inp, dx_d)
+                be.assign_(dh0[k * dirs + d], dh0_kd)
                 cache.hidden_grad_norms[s[1:]] = norms
                 if keep_deltas:
                     cache.deltas[s[1:]] = delta
             if lc.mask is not None:
-                d_inp *= lc.mask
+                be.mul_(d_inp, lc.mask)
             d_layer = d_inp
         grads = {name: grads[name] for name in P}                    # params' order
-        dx, dh0 = self._output_layout(d_layer, dh0, cache.unbatched)
+        dx, dh0 = self._output_layout(d_layer, dh0, cache.unbatched, on_device)
         return grads, dx, dh0
 
     def _grad_input(self, g, name, shape, cache):
         """Validate ``d_out`` in the user's layout; return it time-major (T, N, ·)."""
-        g = V.float_array(g, name, self.dtype)
+        be = self._backend
+        g = be.asarray(g, name, self.dtype)
         T, N, F = shape
         if cache.unbatched:
             V.expect_shape(g, name, (T, F), "(T, num_directions*hidden_size)")
-            return np.ascontiguousarray(g[:, None, :])
+            return g.reshape(T, 1, F)
         if cache.batch_first:
             V.expect_shape(g, name, (N, T, F), "(N, T, num_directions*hidden_size)")
-            return np.ascontiguousarray(g.transpose(1, 0, 2))
+            return be.asarray(be.swap01(g), name, self.dtype)
         V.expect_shape(g, name, (T, N, F), "(T, N, num_directions*hidden_size)")
         return g
 
@@ -472,14 +488,14 @@ class RNN:
                 value = value + arrays["bias_hh" + tname[len("bias_ih"):]]
             new[ours] = np.ascontiguousarray(value, dtype=self.dtype)
         for name in self.param_shapes():             # in place: optimizers keep their arrays
-            self.params[name][...] = new[name]
+            self._backend.assign_(self.params[name], new[name])
 
     def torch_state_dict(self):
         """Our weights in torch's names (NumPy arrays; ``bias_hh`` is zero)."""
         sd = {}
         for tname, (ours, shape) in self._torch_names().items():
             sd[tname] = (np.zeros(shape, dtype=self.dtype) if ours is None
-                         else self.params[ours].copy())
+                         else np.array(self._backend.to_host(self.params[ours])))
         return sd
 
     # ------------------------------------------------------------------ files
@@ -498,7 +514,7 @@ class RNN:
         The file is written to a temporary name in the same folder and renamed, so
         an interrupted save never leaves a half-written file at ``path``.
         """
-        arrays = dict(self._checked_params())
+        arrays = {k: self._backend.to_host(v) for k, v in self._checked_params().items()}
         arrays[_CONFIG_KEY] = np.array(json.dumps({"format": _FORMAT,
                                                    "config": self.config()}))
         atomic_savez(path, arrays)
@@ -528,7 +544,7 @@ class RNN:
         for name, shape in shapes.items():
             arr = V.float_array(arrays[name], f"{path}:{name}", model.dtype)
             V.expect_shape(arr, f"{path}:{name}", shape, "")
-            model.params[name] = arr
+            model.params[name] = model._backend.from_host(arr)
         return model
 
     def __repr__(self):
@@ -548,18 +564,6 @@ def _check_dropout(p, num_layers):
         warnings.warn("dropout acts between stacked layers; with num_layers=1 it has no "
                       "effect", UserWarning, stacklevel=3)
     return p
-
-
-def _zero_padding(out, lengths):
-    """``out`` (T, N, F) with the steps t ≥ lengths[n] set to zero (a new array)."""
-    valid = np.arange(out.shape[0])[:, None] < lengths[None, :]          # (T, N)
-    return out * valid[:, :, None].astype(out.dtype)
-
-
-def _dropout_mask(rng, shape, p, dtype):
-    """Inverted-dropout multipliers: 0 with probability p, else 1/(1-p)."""
-    keep = rng.random(shape) >= p
-    return (keep / (1.0 - p)).astype(dtype)
 
 
 def _to_numpy(value):

@@ -1,11 +1,30 @@
+import ctypes
 import itertools
+import os
 
-import numpy as np
-import pytest
 
-import numba_rnn as nr
+def _gpu_present():
+    """True when a CUDA driver reports a device (asked without importing numba)."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 \
+            and count.value > 0
+    except (OSError, AttributeError):
+        return False
 
-from . import reference as ref
+
+# Without a GPU the CUDA tests run in numba's CUDA simulator, which must be switched
+# on before numba is first imported (numba reads the variable once).
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import numba_rnn as nr  # noqa: E402
+
+from . import reference as ref  # noqa: E402
 
 # uni/bi × 1/3 layers × tanh/relu × batch_first: the grid every gradient test covers
 GRID = list(itertools.product([False, True], [1, 3], ["tanh", "relu"], [False, True]))

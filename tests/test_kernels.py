@@ -124,8 +124,6 @@ def test_float32_stays_float32(rng):
 
 def test_backend_selection():
     assert get_backend("cpu") is cpu
-    with pytest.raises(ValueError, match="cuda"):
-        get_backend("cuda")
     with pytest.raises(ValueError, match="device must be one of"):
         get_backend("tpu")
 

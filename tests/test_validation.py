@@ -33,7 +33,6 @@ def x():
     (dict(spectral_radius=0.0), ValueError, "spectral_radius"),
     (dict(spectral_radius=np.nan), ValueError, "spectral_radius"),
     (dict(device="tpu"), ValueError, "device"),
-    (dict(device="cuda"), ValueError, "cuda"),
 ])
 def test_bad_constructor_arguments(kwargs, exc, match):
     args = dict(input_size=3, hidden_size=4)

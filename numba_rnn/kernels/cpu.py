@@ -278,8 +278,8 @@ _colsum_kernels = {p: _compile(_colsum, p) for p in (False, True)}
 def _matmul(a, b, bias=None, parallel=False):
     """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    empty = np.empty(0, dtype=a.dtype)
-    _gemm_rows_kernels[bool(parallel)](a, b, empty if bias is None else bias,
+    no_bias = np.empty(0, dtype=a.dtype)
+    _gemm_rows_kernels[bool(parallel)](a, b, no_bias if bias is None else bias,
                                        row_blocks(a.shape[0], parallel), out)
     return out
 
@@ -395,3 +395,6 @@ def clamp_(g, c):
 from .cpu_loss import softmax_xent  # noqa: E402,F401
 from .cpu_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: E402,F401
 from .cpu_analysis import temporal_credit  # noqa: E402,F401
+from .cpu_arrays import (add_, asarray, assign_, concat_last, copy, dropout_mask,  # noqa: E402,F401
+                         empty, from_host, inplace_view, is_array, mul_, on_device, swap01,
+                         synchronize, take_last, to_host, zero_padding, zeros)

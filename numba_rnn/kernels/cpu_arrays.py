@@ -1,0 +1,97 @@
+"""Array plumbing for the layer code on the CPU: NumPy one-liners.
+
+The CUDA backend has the same names (:mod:`numba_rnn.kernels.cuda`), each a small
+device kernel, so :mod:`numba_rnn.rnn` is written once for both devices.
+"""
+import numpy as np
+
+from .. import _validate as V
+
+
+def is_array(value):
+    """True for an array of this backend (a NumPy array)."""
+    return isinstance(value, np.ndarray)
+
+
+def on_device(value):
+    """The CPU backend never returns device arrays."""
+    return False
+
+
+def asarray(value, name, dtype):
+    """``value`` as a C-contiguous float array of ``dtype`` (see ``float_array``)."""
+    if hasattr(value, "__cuda_array_interface__"):
+        raise TypeError(f"{name} is a GPU array, but this model runs on the CPU; "
+                        f"copy it to the host or build the model with device='cuda'")
+    return V.float_array(value, name, dtype)
+
+
+def inplace_view(value, name):
+    """``value`` itself, checked to be a C-contiguous array (updated in place)."""
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous to be updated in place")
+    return value
+
+
+def from_host(a):
+    return a
+
+
+def to_host(a):
+    return np.asarray(a)
+
+
+def empty(shape, dtype):
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def assign_(dst, src):
+    dst[...] = src
+    return dst
+
+
+def copy(a):
+    return a.copy()
+
+
+def swap01(a):
+    """(I, J, K) → (J, I, K), a view."""
+    return a.transpose(1, 0, 2)
+
+
+def concat_last(arrays):
+    return np.concatenate(arrays, axis=2)
+
+
+def take_last(a, lo, hi):
+    return np.ascontiguousarray(a[:, :, lo:hi])
+
+
+def add_(a, b):
+    a += b
+    return a
+
+
+def mul_(a, b):
+    a *= b
+    return a
+
+
+def zero_padding(out, lengths):
+    """``out`` (T, N, F) with the steps t ≥ lengths[n] set to zero (a new array)."""
+    valid = np.arange(out.shape[0])[:, None] < lengths[None, :]          # (T, N)
+    return out * valid[:, :, None].astype(out.dtype)
+
+
+def dropout_mask(rng, shape, p, dtype):
+    """Inverted-dropout multipliers: 0 with probability p, else 1/(1-p)."""
+    keep = rng.random(shape) >= p
+    return (keep / (1.0 - p)).astype(dtype)
+
+
+def synchronize():
+    """Nothing runs asynchronously on the CPU."""

@@ -1,0 +1,452 @@
+"""CUDA backend: the GPU twins of :mod:`numba_rnn.kernels.cpu`, same names and contracts.
+
+Everything the layer code calls between two kernels stays on the device: arrays are
+numba device arrays (anything with ``__cuda_array_interface__`` is taken without a
+copy), parameters and optimizer state live on the GPU, and no function here copies
+to the host except :func:`to_host` and the scalar results of clipping.
+
+- recurrences: :mod:`.cuda_recurrence` (one persistent launch per layer-direction);
+- batched products, norm reduction and clipping: :mod:`.cuda_products`;
+- optimizer updates: :mod:`.cuda_optim`; array plumbing: :mod:`.cuda_arrays`.
+
+``recurrence_forward``/``recurrence_backward`` choose their variant by shape (see
+:func:`plan`); ``variant=`` forces one (tests use it to cover every path).
+"""
+import contextlib
+import math
+
+import numpy as np
+from numba import cuda
+
+from .. import _validate as V
+from . import CudaUnavailableError
+from . import cuda_arrays as ca
+from . import cuda_products as cp
+from . import cuda_recurrence as cr
+from .cuda_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: F401
+
+SIMULATOR = not hasattr(cuda, "get_current_device")
+if not SIMULATOR:
+    from numba.core import config as _config
+    SIMULATOR = bool(_config.ENABLE_CUDASIM)
+
+if SIMULATOR:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
+
+MAX_THREADS = 256          # threads per block of the recurrence kernels
+VARIANTS = ("block", "grid", "step")
+
+
+def check_available():
+    """Raise :class:`CudaUnavailableError` unless a GPU (or the simulator) is usable."""
+    if not cuda.is_available():
+        raise CudaUnavailableError(
+            "device='cuda' needs an NVIDIA GPU with a working driver, and numba finds none "
+            "(numba.cuda.is_available() is False); use device='cpu', or set "
+            "NUMBA_ENABLE_CUDASIM=1 before importing numba to run the CUDA simulator")
+
+
+_built = {}
+
+
+def _kernels(dtype):
+    """The per-dtype kernels (recurrences and GEMM), built once."""
+    dt = np.dtype(dtype)
+    if dt not in _built:
+        _built[dt] = {**cr.build(dt), **cp.build(dt)}
+    return _built[dt]
+
+
+# ---------------------------------------------------------------------- arrays
+def is_array(value):
+    """True for a device array of this backend."""
+    return isinstance(value, DeviceArray)
+
+
+def on_device(value):
+    """True if ``value`` lives on the GPU (a device array or ``__cuda_array_interface__``)."""
+    return is_array(value) or hasattr(value, "__cuda_array_interface__")
+
+
+def _copy(src, dst, swap01=False):
+    """``dst[...] = src`` (or src with axes 0 and 1 swapped), any strides and dtypes."""
+    n = int(np.prod(dst.shape))
+    if n == 0:
+        return dst
+    grid = ca.launch_1d(n)
+    if dst.ndim == 3:
+        ca.copy3[grid](src, bool(swap01), dst)
+    elif dst.ndim == 2:
+        ca.copy2[grid](src, dst)
+    elif dst.ndim == 1:
+        ca.copy1[grid](src, dst)
+    else:
+        raise ValueError(f"device arrays of {dst.ndim} dimensions are not supported here")
+    return dst
+
+
+def _contiguous(a):
+    return a.is_c_contiguous() if callable(getattr(a, "is_c_contiguous", None)) else False
+
+
+def asarray(value, name, dtype):
+    """``value`` as a C-contiguous device array of float ``dtype``.
+
+    Device inputs (numba, CuPy, torch, …) are used in place when they already have
+    the dtype and layout, otherwise copied on the device; host inputs are validated
+    as on the CPU and copied over once.
+    """
+    dtype = np.dtype(dtype)
+    if on_device(value):
+        arr = value if is_array(value) else cuda.as_cuda_array(value)
+        if np.dtype(arr.dtype).kind != "f":
+            raise TypeError(f"{name} must hold floating-point numbers (float32 or float64), "
+                            f"got a device array of dtype {arr.dtype}")
+        if np.dtype(arr.dtype) == dtype and _contiguous(arr):
+            return arr
+        return _copy(arr, cuda.device_array(arr.shape, dtype=dtype))
+    return cuda.to_device(V.float_array(value, name, dtype))
+
+
+def inplace_view(value, name):
+    """A numba device-array view of ``value`` that shares its memory, for in-place
+    updates (clipping, optimizers); non-contiguous arrays raise ValueError."""
+    arr = value if is_array(value) else cuda.as_cuda_array(value)
+    if not _contiguous(arr):
+        raise ValueError(f"{name} must be a C-contiguous device array to be updated in place")
+    return arr
+
+
+def from_host(a):
+    """A host array → a new device array (a copy)."""
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_host(a):
+    """A device array → a NumPy array (one copy); NumPy arrays pass through."""
+    return a.copy_to_host() if is_array(a) else np.asarray(a)
+
+
+def empty(shape, dtype):
+    return cuda.device_array(tuple(shape), dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    a = empty(shape, dtype)
+    if a.size:
+        ca.fill[ca.launch_1d(a.size)](a.reshape(a.size), 0)
+    return a
+
+
+def assign_(dst, src):
+    """``dst[...] = src`` for a device ``dst`` and a device or host ``src``."""
+    if on_device(src):
+        _copy(src if is_array(src) else cuda.as_cuda_array(src), dst)
+    else:
+        dst.copy_to_device(np.ascontiguousarray(src, dtype=dst.dtype))
+    return dst
+
+
+def copy(a):
+    return _copy(a, empty(a.shape, a.dtype))
+
+
+def swap01(a):
+    """(I, J, K) → a contiguous (J, I, K) copy (the batch_first layout change)."""
+    R0, J, K = a.shape
+    return _copy(a, empty((J, R0, K), a.dtype), swap01=True)
+
+
+def concat_last(arrays):
+    """Concatenate (T, N, H_i) arrays along the last axis."""
+    T, N = arrays[0].shape[:2]
+    out = empty((T, N, sum(a.shape[2] for a in arrays)), arrays[0].dtype)
+    lo = 0
+    for a in arrays:
+        _copy(a, out[:, :, lo:lo + a.shape[2]])
+        lo += a.shape[2]
+    return out
+
+
+def take_last(a, lo, hi):
+    """``a[:, :, lo:hi]`` as a contiguous copy."""
+    T, N = a.shape[:2]
+    return _copy(a[:, :, lo:hi], empty((T, N, hi - lo), a.dtype))
+
+
+def add_(a, b):
+    """``a += b`` (same shapes, contiguous)."""
+    if a.size:
+        ca.add_[ca.launch_1d(a.size)](a.reshape(a.size), b.reshape(b.size))
+    return a
+
+
+def mul_(a, b):
+    """``a *= b`` (same shapes, contiguous)."""
+    if a.size:
+        ca.mul_[ca.launch_1d(a.size)](a.reshape(a.size), b.reshape(b.size))
+    return a
+
+
+def lengths_array(lengths, T, N):
+    """Valid steps per sequence as a device int64 array (all T when ``lengths`` is None)."""
+    if lengths is None:
+        out = cuda.device_array(N, dtype=np.int64)
+        ca.fill[ca.launch_1d(N)](out, T)
+        return out
+    if is_array(lengths):
+        return lengths
+    return cuda.to_device(np.ascontiguousarray(lengths, dtype=np.int64))
+
+
+def zero_padding(out, lengths):
+    """A copy of ``out`` (T, N, F) with steps t ≥ lengths[n] set to zero."""
+    res = copy(out)
+    ca.zero_padding[ca.launch_1d(res.size)](res, lengths_array(lengths, *out.shape[:2]))
+    return res
+
+
+def dropout_mask(rng, shape, p, dtype):
+    """Inverted-dropout multipliers drawn on the host from ``rng`` (so a seed gives the
+    same masks on every device) and copied to the GPU once."""
+    keep = rng.random(shape) >= p
+    return cuda.to_device((keep / (1.0 - p)).astype(dtype))
+
+
+def compute_context():
+    """Nothing to set up around a GPU forward or backward."""
+    return contextlib.nullcontext()
+
+
+def synchronize():
+    cuda.synchronize()
+
+
+# ---------------------------------------------------------------------- recurrences
+def _device_info():
+    if SIMULATOR:
+        return 1
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def plan(N, H, dtype, variant=None, blocks=None):
+    """Choose the recurrence variant for (N, H, dtype): ``(variant, rows_or_units)``.
+
+    ``block`` when W_aa (H·H) plus three (nb, H) state buffers fit one block's
+    shared memory, with nb rows per block chosen to spread the batch over the SMs;
+    else ``grid`` with R hidden units per block such that H·R + N·R fits; else
+    ``step``. A forced ``variant`` that cannot hold the shape raises ValueError.
+    ``blocks`` asks for that many blocks (rows split for ``block``, units for
+    ``grid``) where shared memory allows.
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    S = cr.smem_elements(dtype)
+    sms = _device_info()
+    nb_max = (S - H * H) // (3 * H) if H * H < S else 0
+    R_max = S // (H + N)
+    if variant in (None, "block") and nb_max >= 1:
+        return "block", max(1, min(nb_max, math.ceil(N / (blocks or sms))))
+    if variant in (None, "grid") and R_max >= 1:
+        return "grid", max(1, min(R_max, math.ceil(H / (blocks or sms))))
+    if variant in (None, "step"):
+        return "step", 0
+    raise ValueError(f"variant={variant!r} cannot hold N={N}, H={H} in {S} shared-memory "
+                     f"elements of {np.dtype(dtype)}")
+
+
+def _threads(items, threads):
+    cap = MAX_THREADS if threads is None else int(threads)
+    return max(1, min(cap, 32 * math.ceil(items / 32)))
+
+
+_coop_limits = {}
+
+
+def _fits_cooperative(kernel, args, blocks, threads):
+    """True when ``blocks`` blocks of ``kernel`` can all be resident at once."""
+    if SIMULATOR:
+        return blocks == 1          # the simulator runs cooperative grids of one block
+    argtypes = tuple(kernel.typeof_pyval(a) for a in args)
+    key = (id(kernel), argtypes, threads)
+    if key not in _coop_limits:
+        _coop_limits[key] = kernel.compile(argtypes).max_cooperative_grid_blocks(threads)
+    return blocks <= _coop_limits[key]
+
+
+def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
+                       blocks=None, overwrite_U=False, variant=None, threads=None):
+    """Run the forward recurrence on the GPU; return every hidden state ``A`` (T, N, H).
+
+    Same contract as :func:`numba_rnn.kernels.cpu.recurrence_forward` (``parallel``
+    is ignored). ``variant`` forces ``"block"``, ``"grid"`` or ``"step"``;
+    ``blocks`` asks for a number of blocks (see :func:`plan`); ``threads`` caps the
+    threads per block.
+    """
+    T, N, H = U.shape
+    A = U if overwrite_U else empty(U.shape, U.dtype)
+    lens = lengths_array(lengths, T, N)
+    k = _kernels(U.dtype)
+    which, size = plan(N, H, U.dtype, variant, blocks)
+    if which == "block":
+        th = _threads(size * H, threads)
+        k["forward_block"][math.ceil(N / size), th](U, W_aa, a0, lens, kind, bool(reverse),
+                                                     size, A)
+        return A
+    if which == "grid":
+        G = math.ceil(H / size)
+        th = _threads(N * size, threads)
+        args = (U, W_aa, a0, lens, kind, bool(reverse), size, A)
+        if _fits_cooperative(k["forward_grid"], args, G, th):
+            k["forward_grid"][G, th](*args)
+            return A
+        if variant == "grid":
+            raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
+    grid = ca.launch_1d(N * H)
+    for s in range(T):                                     # fallback: a launch per step
+        t = T - 1 - s if reverse else s
+        prev = a0 if s == 0 else A[t + 1 if reverse else t - 1]
+        k["forward_step"][grid](U, W_aa, prev, lens, kind, t, A)
+    return A
+
+
+def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None,
+                        blocks=None, variant=None, threads=None):
+    """Run BPTT on the GPU; returns ``(delta, dh0, norms)`` as the CPU twin does."""
+    T, N, H = A.shape
+    delta = empty(A.shape, A.dtype)
+    norms = empty((T, N), A.dtype)
+    carry = zeros((N, H), A.dtype) if dh_n is None else _copy(dh_n, empty((N, H), A.dtype))
+    lens = lengths_array(lengths, T, N)
+    k = _kernels(A.dtype)
+    which, size = plan(N, H, A.dtype, variant, blocks)
+    if which == "block":
+        th = _threads(size * H, threads)
+        dh0 = empty((N, H), A.dtype)
+        k["backward_block"][math.ceil(N / size), th](dA, A, W_aa, carry, lens, kind,
+                                                      bool(reverse), size, delta, norms, dh0)
+        return delta, dh0, norms
+    if which == "grid":
+        G = math.ceil(H / size)
+        th = _threads(N * size, threads)
+        partial = empty((T, N, G), A.dtype)
+        args = (dA, A, W_aa, lens, kind, bool(reverse), size, carry, delta, partial)
+        if _fits_cooperative(k["backward_grid"], args, G, th):
+            k["backward_grid"][G, th](*args)
+            k["finish_norms"][ca.launch_1d(T * N)](partial, norms)
+            return delta, carry, norms
+        if variant == "grid":
+            raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
+    gsq = empty((N, H), A.dtype)
+    grid = ca.launch_1d(N * H)
+    for s in range(T):                                     # fallback: two launches per step
+        t = s if reverse else T - 1 - s
+        k["backward_step_delta"][grid](dA, A, carry, lens, kind, t, delta, gsq)
+        k["backward_step_carry"][grid](W_aa, lens, t, delta, gsq, carry, norms)
+    return delta, carry, norms
+
+
+# ---------------------------------------------------------------------- products
+def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
+    """``op(a)·op(b) (+ bias)``, written into (or, with ``accumulate``, added to) ``out``."""
+    M = a.shape[1] if trans_a else a.shape[0]
+    P = b.shape[0] if trans_b else b.shape[1]
+    if out is None:
+        out = empty((M, P), a.dtype)
+    if M == 0 or P == 0:
+        return out
+    has_bias = bias is not None
+    bias = bias if has_bias else out[0, :1]
+    grid = (math.ceil(P / cp.TILE), math.ceil(M / cp.TILE))
+    _kernels(a.dtype)["gemm"][grid, (cp.TILE, cp.TILE)](a, b, bool(trans_a), bool(trans_b),
+                                                         bias, has_bias, bool(accumulate), out)
+    return out
+
+
+def input_projection(x, W_ax, b, parallel=False):
+    """``U = x·W_axᵀ + b``: (T, N, D) → (T, N, H), one GEMM over all T·N rows."""
+    T, N, D = x.shape
+    return gemm(x.reshape(T * N, D), W_ax, trans_b=True, bias=b).reshape(T, N, W_ax.shape[0])
+
+
+def input_grad(delta, W_ax, parallel=False):
+    """``dx = δ·W_ax``: (T, N, H) → (T, N, D), one GEMM."""
+    T, N, H = delta.shape
+    return gemm(delta.reshape(T * N, H), W_ax).reshape(T, N, W_ax.shape[1])
+
+
+def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
+    """``(dW_ax (H, D), dW_aa (H, H), db (H,))`` of one layer-direction (see the CPU twin)."""
+    T, N, H = delta.shape
+    D = x.shape[2]
+    d2 = delta.reshape(T * N, H)
+    dW_ax = gemm(d2, x.reshape(T * N, D), trans_a=True)
+    M = (T - 1) * N
+    if reverse:   # a<t+1> pairs with δ<t> for t < T-1; a0 pairs with δ<T-1>
+        dW_aa = gemm(delta[T - 1], a0, trans_a=True)
+        if T > 1:
+            gemm(delta[:T - 1].reshape(M, H), A[1:].reshape(M, H), trans_a=True,
+                 out=dW_aa, accumulate=True)
+    else:         # a<t-1> pairs with δ<t> for t > 0; a0 pairs with δ<0>
+        dW_aa = gemm(delta[0], a0, trans_a=True)
+        if T > 1:
+            gemm(delta[1:].reshape(M, H), A[:T - 1].reshape(M, H), trans_a=True,
+                 out=dW_aa, accumulate=True)
+    db = empty((H,), delta.dtype)
+    cp.colsum[ca.launch_1d(H)](d2, db)
+    return dW_ax, dW_aa, db
+
+
+# ---------------------------------------------------------------------- clipping
+REDUCE_BLOCKS = 64
+
+
+def _flat(g):
+    return g.reshape(g.size)
+
+
+def norm_and_coef(arrays, p, max_norm=0.0):
+    """The joint p-norm of device ``arrays`` and the clipping coefficient, on the device.
+
+    Returns a device float64 array ``[norm, coef]`` (see
+    :func:`~numba_rnn.kernels.cuda_products.finish_norm`): two launches per array
+    plus one, and no transfer.
+    """
+    arrays = [a for a in arrays if a.size]
+    partial = cuda.device_array(max(1, REDUCE_BLOCKS * len(arrays)), dtype=np.float64)
+    ca.fill[1, 1](partial[:1], 0)
+    for i, g in enumerate(arrays):
+        blocks = min(REDUCE_BLOCKS, math.ceil(g.size / cp.REDUCE_THREADS))
+        if blocks < REDUCE_BLOCKS:     # unused slots of this array's range must be zero
+            ca.fill[1, REDUCE_BLOCKS](partial[i * REDUCE_BLOCKS:(i + 1) * REDUCE_BLOCKS], 0)
+        cp.norm_partial[blocks, cp.REDUCE_THREADS](_flat(g), float(p), partial,
+                                                   i * REDUCE_BLOCKS)
+    out = cuda.device_array(2, dtype=np.float64)
+    cp.finish_norm[1, 1](partial, float(p), float(max_norm), out)
+    return out
+
+
+def scale_by_(arrays, norm_coef):
+    """``g *= coef`` for every array, the coefficient read from device memory."""
+    for g in arrays:
+        if g.size:
+            _kernels(g.dtype)["scale_by"][ca.launch_1d(g.size)](_flat(g), norm_coef)
+
+
+def clamp_(g, c):
+    """Clamp a device array to [-c, c] in place; returns how many entries moved."""
+    if not g.size:
+        return 0
+    moved = cuda.to_device(np.zeros(1, dtype=np.int64))
+    _kernels(g.dtype)["clamp"][ca.launch_1d(g.size)](_flat(g), float(c), moved)
+    return int(moved.copy_to_host()[0])
+
+
+def nonfinite(a):
+    """True if the device array holds NaN or ±inf (one flag copied back)."""
+    flag = cuda.to_device(np.zeros(1, dtype=np.int32))
+    if a.size:
+        ca.any_nonfinite[ca.launch_1d(a.size)](_flat(a), flag)
+    return bool(flag.copy_to_host()[0])

@@ -1,0 +1,308 @@
+"""CUDA recurrence kernels: the forward pass and BPTT as persistent launches.
+
+Shapes (time-major): T time steps, N batch, H hidden size. Every kernel is the GPU
+twin of :func:`numba_rnn.kernels.cpu._forward` / ``_backward`` and keeps their
+contract: the same padding rule for ``lengths``, δ<t> = ∂L/∂z<t> and the per-sample
+norms ‖∂L/∂a<t>‖ recorded on the way.
+
+A numba.cuda launch from Python costs ~7–25 µs, more than a whole time step, so the
+recurrence is **one launch per sequence** in two persistent variants, plus a
+non-persistent fallback:
+
+``block``  (small H: W_aa, and two batch rows' states, fit in one block's shared memory)
+    Block b owns a slice of the batch rows and *all* H units. W_aa lives in shared
+    memory for the whole sequence, the previous state too (double-buffered), so a
+    step needs only ``cuda.syncthreads()``: blocks never wait for one another.
+``grid``   (larger H)
+    Block g owns a slice of the hidden units for every batch row and keeps its
+    columns of W_aa in shared memory across all steps. The new state is exchanged
+    through global memory with one ``cuda.cg.this_grid().sync()`` per step, so the
+    grid must be co-resident (a cooperative launch).
+``step``   (fallback, and for shapes neither persistent variant can hold)
+    One launch per time step, weights read from global memory.
+
+Forward and backward mirror each other. Each output element is one thread's dot
+product over a column of the matrix held in shared memory (columns are contiguous,
+so a warp reads consecutive addresses)::
+
+    forward  z<t>[n, j]   = Σ_k Wᵀ[k, j] · a<t-1>[n, k]     a<t> = g(U<t> + z<t>)
+    backward c<t-1>[n, k] = Σ_j W [j, k] · δ<t>[n, j]       δ<t> = (dA<t> + c<t>) ⊙ g'(a<t>)
+
+Kernels are compiled per dtype (shared-memory arrays need a compile-time dtype); the
+tunables (rows per block, threads) are launch arguments, never module globals.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from .activations import TANH
+
+SMEM_BYTES = 46 * 1024          # static shared memory a block may use (numba's cap is 48 KB)
+
+
+def smem_elements(dtype):
+    """How many elements of ``dtype`` one block keeps in shared memory."""
+    return SMEM_BYTES // np.dtype(dtype).itemsize
+
+
+def build(dtype):
+    """Compile-on-first-use kernels for one float dtype; returns a namespace dict."""
+    dt = np.dtype(dtype).type
+    SMEM = smem_elements(dtype)
+    zero = dt(0)
+    one = dt(1)
+
+    @cuda.jit(device=True)
+    def act(kind, v):
+        """g(v): tanh, or relu (NaN propagates: NaN <= 0 is false)."""
+        if kind == TANH:
+            return math.tanh(v)
+        return zero if v <= zero else v
+
+    @cuda.jit(device=True)
+    def act_grad(kind, g, a):
+        """g · g'(z), written with a = g(z)."""
+        if kind == TANH:
+            return g * (one - a * a)
+        return g if a > zero else zero
+
+    # ------------------------------------------------------------------ block variant
+    @cuda.jit
+    def forward_block(U, W, a0, lengths, kind, reverse, nb, A):
+        """Block b: batch rows [b·nb, b·nb + nb), all H units; shared: Wᵀ, two states."""
+        T, N, H = U.shape
+        sm = cuda.shared.array(SMEM, dt)
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        n0 = cuda.blockIdx.x * nb
+        rows = min(nb, N - n0)
+        HH = H * H
+        for i in range(tid, HH, nt):                      # sm[k·H + j] = W[j, k] = Wᵀ[k, j]
+            k = i // H
+            sm[i] = W[i - k * H, k]
+        cur, nxt = HH, HH + nb * H                        # two (nb, H) state buffers
+        for i in range(tid, rows * H, nt):
+            r = i // H
+            sm[cur + i] = a0[n0 + r, i - r * H]
+        cuda.syncthreads()
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            for i in range(tid, rows * H, nt):
+                r = i // H
+                j = i - r * H
+                n = n0 + r
+                if t < lengths[n]:
+                    z = zero
+                    for k in range(H):
+                        z += sm[k * H + j] * sm[cur + r * H + k]   # z = a<t-1>·Wᵀ
+                    v = act(kind, U[t, n, j] + z)                  # a<t> = g(U<t> + z)
+                else:
+                    v = sm[cur + i]                                # padding: a<t> = a<t-1>
+                A[t, n, j] = v
+                sm[nxt + i] = v
+            cuda.syncthreads()
+            cur, nxt = nxt, cur
+
+    @cuda.jit
+    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, nb, delta, norms, dh0):
+        """Mirror of ``forward_block``; shared: W, the carry, δ<t> and g² of nb rows."""
+        T, N, H = A.shape
+        sm = cuda.shared.array(SMEM, dt)
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        n0 = cuda.blockIdx.x * nb
+        rows = min(nb, N - n0)
+        HH = H * H
+        for i in range(tid, HH, nt):                      # sm[j·H + k] = W[j, k]
+            j = i // H
+            sm[i] = W[j, i - j * H]
+        C, D, S = HH, HH + nb * H, HH + 2 * nb * H        # carry, δ, g² buffers (nb, H)
+        for i in range(tid, rows * H, nt):
+            r = i // H
+            sm[C + i] = dh_n[n0 + r, i - r * H]
+        cuda.syncthreads()
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            for i in range(tid, rows * H, nt):
+                r = i // H
+                j = i - r * H
+                n = n0 + r
+                d = zero
+                g = zero
+                if t < lengths[n]:
+                    g = dA[t, n, j] + sm[C + i]           # g<t> = dA<t> + c<t>
+                    d = act_grad(kind, g, A[t, n, j])     # δ<t> = g<t> ⊙ g'(a<t>)
+                sm[D + i] = d
+                sm[S + i] = g * g
+                delta[t, n, j] = d
+            cuda.syncthreads()
+            for i in range(tid, rows * H, nt):
+                r = i // H
+                k = i - r * H
+                if t < lengths[n0 + r]:                   # padding: the carry passes
+                    c = zero
+                    for j in range(H):
+                        c += sm[j * H + k] * sm[D + r * H + j]    # c<t-1> = δ<t>·W
+                    sm[C + i] = c
+            for r in range(tid, rows, nt):                # ‖g<t>‖ per row, j in order
+                acc = zero
+                for j in range(H):
+                    acc += sm[S + r * H + j]
+                norms[t, n0 + r] = math.sqrt(acc)
+            cuda.syncthreads()
+        for i in range(tid, rows * H, nt):
+            r = i // H
+            dh0[n0 + r, i - r * H] = sm[C + i]
+
+    # ------------------------------------------------------------------ grid variant
+    @cuda.jit
+    def forward_grid(U, W, a0, lengths, kind, reverse, R, A):
+        """Block g: hidden units [g·R, g·R + R) of every row; shared: those columns of Wᵀ."""
+        T, N, H = U.shape
+        sm = cuda.shared.array(SMEM, dt)
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        j0 = cuda.blockIdx.x * R
+        cols = min(R, H - j0)
+        for i in range(tid, H * cols, nt):                # sm[k·cols + jj] = W[j0 + jj, k]
+            k = i // cols
+            sm[i] = W[j0 + i - k * cols, k]
+        cuda.syncthreads()
+        grid = cuda.cg.this_grid()
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            tp = t + 1 if reverse else t - 1
+            for i in range(tid, N * cols, nt):
+                n = i // cols
+                jj = i - n * cols
+                j = j0 + jj
+                if t < lengths[n]:
+                    z = zero
+                    if s == 0:
+                        for k in range(H):
+                            z += sm[k * cols + jj] * a0[n, k]
+                    else:
+                        for k in range(H):
+                            z += sm[k * cols + jj] * A[tp, n, k]
+                    v = act(kind, U[t, n, j] + z)
+                else:
+                    v = a0[n, j] if s == 0 else A[tp, n, j]
+                A[t, n, j] = v
+            grid.sync()                                   # a<t> complete before step t+1
+
+    @cuda.jit
+    def backward_grid(dA, A, W, lengths, kind, reverse, R, carry, delta, partial):
+        """Mirror of ``forward_grid``: block g owns units [g·R, g·R + R) of the carry.
+
+        ``carry`` (N, H) starts as ∂L/∂h_n and ends as ∂L/∂a0; each block touches its
+        own columns only. ``partial[t, n, g]`` receives Σ g<t>² over the block's units.
+        """
+        T, N, H = A.shape
+        sm = cuda.shared.array(SMEM, dt)
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        k0 = blk * R
+        cols = min(R, H - k0)
+        for i in range(tid, H * cols, nt):                # sm[j·cols + kk] = W[j, k0 + kk]
+            j = i // cols
+            sm[i] = W[j, k0 + i - j * cols]
+        S = H * cols                                      # g² buffer (N, cols)
+        cuda.syncthreads()
+        grid = cuda.cg.this_grid()
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            for i in range(tid, N * cols, nt):
+                n = i // cols
+                j = k0 + i - n * cols
+                d = zero
+                g = zero
+                if t < lengths[n]:
+                    g = dA[t, n, j] + carry[n, j]
+                    d = act_grad(kind, g, A[t, n, j])
+                delta[t, n, j] = d
+                sm[S + i] = g * g
+            cuda.syncthreads()
+            for n in range(tid, N, nt):
+                acc = zero
+                for kk in range(cols):
+                    acc += sm[S + n * cols + kk]
+                partial[t, n, blk] = acc
+            grid.sync()                                   # δ<t> complete before c<t-1>
+            for i in range(tid, N * cols, nt):
+                n = i // cols
+                kk = i - n * cols
+                if t < lengths[n]:
+                    c = zero
+                    for j in range(H):
+                        c += sm[j * cols + kk] * delta[t, n, j]
+                    carry[n, k0 + kk] = c
+
+    @cuda.jit
+    def finish_norms(partial, norms):
+        """norms[t, n] = sqrt(Σ_g partial[t, n, g])."""
+        i = cuda.grid(1)
+        T, N, G = partial.shape
+        if i < T * N:
+            t = i // N
+            n = i - t * N
+            acc = zero
+            for g in range(G):
+                acc += partial[t, n, g]
+            norms[t, n] = math.sqrt(acc)
+
+    # ------------------------------------------------------------------ step variant
+    @cuda.jit
+    def forward_step(U, W, prev, lengths, kind, t, A):
+        """One time step: thread (n, j), weights from global memory."""
+        T, N, H = U.shape
+        i = cuda.grid(1)
+        if i < N * H:
+            n = i // H
+            j = i - n * H
+            if t < lengths[n]:
+                z = zero
+                for k in range(H):
+                    z += W[j, k] * prev[n, k]
+                v = act(kind, U[t, n, j] + z)
+            else:
+                v = prev[n, j]
+            A[t, n, j] = v
+
+    @cuda.jit
+    def backward_step_delta(dA, A, carry, lengths, kind, t, delta, gsq):
+        """One step, first half: δ<t> and g<t>² per element."""
+        T, N, H = A.shape
+        i = cuda.grid(1)
+        if i < N * H:
+            n = i // H
+            j = i - n * H
+            d = zero
+            g = zero
+            if t < lengths[n]:
+                g = dA[t, n, j] + carry[n, j]
+                d = act_grad(kind, g, A[t, n, j])
+            delta[t, n, j] = d
+            gsq[n, j] = g * g
+
+    @cuda.jit
+    def backward_step_carry(W, lengths, t, delta, gsq, carry, norms):
+        """One step, second half: c<t-1> = δ<t>·W, and ‖g<t>‖ (thread k = 0 of a row)."""
+        T, N, H = delta.shape
+        i = cuda.grid(1)
+        if i < N * H:
+            n = i // H
+            k = i - n * H
+            if t < lengths[n]:
+                c = zero
+                for j in range(H):
+                    c += W[j, k] * delta[t, n, j]
+                carry[n, k] = c
+            if k == 0:
+                acc = zero
+                for j in range(H):
+                    acc += gsq[n, j]
+                norms[t, n] = math.sqrt(acc)
+
+    return dict(forward_block=forward_block, backward_block=backward_block,
+                forward_grid=forward_grid, backward_grid=backward_grid,
+                finish_norms=finish_norms, forward_step=forward_step,
+                backward_step_delta=backward_step_delta,
+                backward_step_carry=backward_step_carry)
