@@ -20,7 +20,8 @@ def on_device(value):
 
 def asarray(value, name, dtype):
     """``value`` as a C-contiguous float array of ``dtype`` (see ``float_array``)."""
-    if hasattr(value, "__cuda_array_interface__"):
+    from . import backend_of
+    if not isinstance(value, np.ndarray) and backend_of(value) not in (None, _this()):
         raise TypeError(f"{name} is a GPU array, but this model runs on the CPU; "
                         f"copy it to the host or build the model with device='cuda'")
     return V.float_array(value, name, dtype)
@@ -31,6 +32,11 @@ def inplace_view(value, name):
     if not value.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous to be updated in place")
     return value
+
+
+def _this():
+    from . import cpu
+    return cpu
 
 
 def from_host(a):

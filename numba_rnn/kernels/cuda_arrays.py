@@ -14,7 +14,9 @@ THREADS = 256
 
 
 def launch_1d(n, threads=THREADS):
-    """``(blocks, threads)`` covering n elements, one element per thread."""
+    """``(blocks, threads)`` covering n elements, one element per thread (no more
+    threads than whole warps need)."""
+    threads = max(32, min(threads, 32 * math.ceil(n / 32)))
     return max(1, math.ceil(n / threads)), threads
 
 

@@ -1,0 +1,346 @@
+"""The CUDA backend against the CPU one: every kernel, the whole RNN, clipping, optimizers.
+
+Without a GPU these run in numba's CUDA simulator (``tests/conftest.py`` switches it
+on before numba is imported), at tiny sizes; on a GPU the same tests run on the
+hardware. float64 results must match the CPU kernels to 1e-10.
+"""
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import numba_rnn as nr
+from numba_rnn import clip, optim
+from numba_rnn.kernels import CudaUnavailableError, cpu, get_backend
+
+from .conftest import _gpu_present, make_problem
+
+gpu = get_backend("cuda")
+TANH, RELU = 0, 1
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    return a.copy_to_host() if gpu.is_array(a) else np.asarray(a)
+
+
+def assert_close(a, b, tol=1e-10):
+    a, b = host(a), host(b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------- recurrences
+CASES = [("block", None), ("block", 2), ("grid", None), ("step", None)]
+
+
+@pytest.mark.parametrize("variant,blocks", CASES, ids=[f"{v}-{b}" for v, b in CASES])
+@pytest.mark.parametrize("kind", [TANH, RELU], ids=["tanh", "relu"])
+@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1]),
+                                             (False, [3, 4, 1])], ids=["fwd", "rev-len", "fwd-len"])
+def test_recurrence_kernels_match_cpu(variant, blocks, kind, reverse, lengths):
+    rng = np.random.default_rng(1)
+    T, N, H = 4, 3, 5
+    U, dA = rng.standard_normal((2, T, N, H))
+    W = 0.6 * rng.standard_normal((H, H))
+    a0, dh_n = rng.standard_normal((2, N, H))
+    lens = None if lengths is None else np.array(lengths)
+    A = cpu.recurrence_forward(U, W, a0, kind, reverse, lengths=lens)
+    A_gpu = gpu.recurrence_forward(dev(U), dev(W), dev(a0), kind, reverse, lengths=lens,
+                                   variant=variant, blocks=blocks, threads=32)
+    assert_close(A_gpu, A)
+    delta, dh0, norms = cpu.recurrence_backward(dA, A, W, dh_n, kind, reverse, lengths=lens)
+    d_gpu, dh0_gpu, n_gpu = gpu.recurrence_backward(dev(dA), dev(A), dev(W), dev(dh_n), kind,
+                                                    reverse, lengths=lens, variant=variant,
+                                                    blocks=blocks, threads=32)
+    assert_close(d_gpu, delta)
+    assert_close(dh0_gpu, dh0)
+    assert_close(n_gpu, norms)
+
+
+def test_forward_overwrites_U_in_place_when_asked():
+    rng = np.random.default_rng(2)
+    U, W, a0 = rng.standard_normal((3, 5, 4)), rng.standard_normal((4, 4)), np.zeros((5, 4))
+    U_dev = dev(U)
+    A = gpu.recurrence_forward(U_dev, dev(W), dev(a0), TANH, overwrite_U=True)
+    assert A is U_dev
+    assert_close(A, cpu.recurrence_forward(U, W, a0, TANH))
+
+
+def test_grid_variant_needs_co_resident_blocks():
+    """Two unit-blocks: a real GPU runs them cooperatively; the simulator only runs
+    cooperative grids of one block, so forcing 'grid' must fail clearly there, and the
+    automatic choice must fall back to a correct path."""
+    rng = np.random.default_rng(3)
+    U, W, a0 = rng.standard_normal((3, 2, 6)), 0.5 * rng.standard_normal((6, 6)), \
+        rng.standard_normal((2, 6))
+    expect = cpu.recurrence_forward(U, W, a0, TANH)
+    if gpu.SIMULATOR:
+        with pytest.raises(ValueError, match="co-resident"):
+            gpu.recurrence_forward(dev(U), dev(W), dev(a0), TANH, variant="grid", blocks=2)
+    else:
+        assert_close(gpu.recurrence_forward(dev(U), dev(W), dev(a0), TANH, variant="grid",
+                                            blocks=2), expect)
+
+
+def test_plan_picks_the_variant_by_shape():
+    f32 = np.float32
+    assert gpu.plan(16, 64, f32)[0] == "block"               # tiny: W_aa fits a block
+    assert gpu.plan(64, 1024, f32)[0] == "grid"              # large: split the units
+    assert gpu.plan(64, 2560, f32)[0] == "grid"
+    assert gpu.plan(64, 20000, f32)[0] == "step"             # one column does not fit
+    nb = gpu.plan(16, 64, f32, blocks=4)[1]
+    assert nb == 4                                           # 16 rows over 4 blocks
+    with pytest.raises(ValueError, match="cannot hold"):
+        gpu.plan(64, 1024, f32, variant="block")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        gpu.plan(4, 4, f32, variant="warp")
+
+
+# ---------------------------------------------------------------------- products
+@pytest.mark.parametrize("reverse", [False, True])
+def test_products_match_cpu(reverse):
+    rng = np.random.default_rng(4)
+    T, N, D, H = 4, 3, 5, 6
+    x, delta, A = (rng.standard_normal((T, N, k)) for k in (D, H, H))
+    W_ax, b, a0 = rng.standard_normal((H, D)), rng.standard_normal(H), rng.standard_normal((N, H))
+    assert_close(gpu.input_projection(dev(x), dev(W_ax), dev(b)),
+                 cpu.input_projection(x, W_ax, b))
+    assert_close(gpu.input_grad(dev(delta), dev(W_ax)), cpu.input_grad(delta, W_ax))
+    for got, want in zip(gpu.weight_grads(dev(delta), dev(x), dev(A), dev(a0), reverse),
+                         cpu.weight_grads(delta, x, A, a0, reverse), strict=True):
+        assert_close(got, want)
+
+
+def test_gemm_transposes_bias_and_accumulate():
+    rng = np.random.default_rng(5)
+    a, b, c = rng.standard_normal((19, 7)), rng.standard_normal((7, 11)), rng.standard_normal(11)
+    assert_close(gpu.gemm(dev(a), dev(b), bias=dev(c)), a @ b + c)
+    assert_close(gpu.gemm(dev(a.T.copy()), dev(b.T.copy()), trans_a=True, trans_b=True), a @ b)
+    out = dev(np.ones((19, 11)))
+    gpu.gemm(dev(a), dev(b), out=out, accumulate=True)
+    assert_close(out, a @ b + 1)
+
+
+# ---------------------------------------------------------------------- the RNN
+MODELS = [(False, 1, "tanh", False), (True, 2, "relu", True), (False, 2, "tanh", True),
+          (True, 1, "tanh", False)]
+
+
+def _twins(bidirectional, num_layers, nonlinearity, batch_first, dtype=np.float64,
+           sizes=None, **kw):
+    rnn, x, h0, d_out, d_hn = make_problem(bidirectional, num_layers, nonlinearity,
+                                           batch_first, dtype=dtype, **(sizes or {}), **kw)
+    g = nr.RNN(rnn.input_size, rnn.hidden_size, num_layers=num_layers,
+               nonlinearity=nonlinearity, batch_first=batch_first,
+               bidirectional=bidirectional, dtype=dtype, device="cuda", **kw)
+    g.load_torch_state_dict(rnn.torch_state_dict())
+    return rnn, g, x, h0, d_out, d_hn
+
+
+@pytest.mark.parametrize("bi,L,nl,bf", MODELS,
+                         ids=[f"{'bi' if b else 'uni'}-L{L}-{n}{'-bf' if f else ''}"
+                              for b, L, n, f in MODELS])
+def test_rnn_on_cuda_matches_cpu(bi, L, nl, bf):
+    rnn, g, x, h0, d_out, d_hn = _twins(bi, L, nl, bf)
+    out, h_n, cache = rnn.forward(x, h0)
+    grads, dx, dh0 = rnn.backward(cache, d_out, d_hn)
+    out_g, h_n_g, cache_g = g.forward(x, h0)
+    grads_g, dx_g, dh0_g = g.backward(cache_g, d_out, d_hn)
+    assert isinstance(out_g, np.ndarray) and isinstance(dx_g, np.ndarray)   # host in, host out
+    for got, want in [(out_g, out), (h_n_g, h_n), (dx_g, dx), (dh0_g, dh0)]:
+        assert_close(got, want)
+    assert set(grads_g) == set(grads)
+    for k in grads:
+        assert gpu.is_array(grads_g[k]) and gpu.is_array(g.params[k])      # params stay there
+        assert_close(grads_g[k], grads[k])
+    for k in cache.hidden_grad_norms:
+        assert_close(cache_g.hidden_grad_norms[k], cache.hidden_grad_norms[k])
+    inference = g(x, h0)
+    assert_close(inference[0], out)
+
+
+def test_device_inputs_give_device_results_with_lengths_dropout_and_unbatched():
+    rnn, g, x, h0, d_out, d_hn = _twins(True, 2, "tanh", False, dropout=0.5, seed=7)
+    lengths = np.array([5, 2, 4])
+    out, h_n, cache = rnn.forward(x, h0, lengths=lengths)              # same seed: same masks
+    grads, dx, dh0 = rnn.backward(cache, d_out, d_hn)
+    out_g, h_n_g, cache_g = g.forward(dev(x), dev(h0), lengths=lengths)
+    assert gpu.is_array(out_g) and gpu.is_array(h_n_g)
+    grads_g, dx_g, dh0_g = g.backward(cache_g, dev(d_out), dev(d_hn))
+    assert gpu.is_array(dx_g) and gpu.is_array(dh0_g)
+    for got, want in [(out_g, out), (h_n_g, h_n), (dx_g, dx), (dh0_g, dh0)]:
+        assert_close(got, want)
+    for k in grads:
+        assert_close(grads_g[k], grads[k])
+    out1, h1 = rnn(x[:, 0], h0[:, 0])                                    # unbatched (T, D)
+    out1_g, h1_g = g(dev(x[:, 0]), dev(h0[:, 0]))
+    assert out1_g.shape == out1.shape and h1_g.shape == h1.shape
+    assert_close(out1_g, out1)
+    assert_close(h1_g, h1)
+
+
+def test_float32_on_cuda_is_close_to_cpu():
+    rnn, g, x, h0, d_out, d_hn = _twins(True, 1, "tanh", True, dtype=np.float32,
+                                        sizes=dict(T=6, H=7))
+    out, _, cache = rnn.forward(x, h0)
+    grads, dx, _ = rnn.backward(cache, d_out, d_hn)
+    out_g, _, cache_g = g.forward(x, h0)
+    grads_g, dx_g, _ = g.backward(cache_g, d_out, d_hn)
+    assert out_g.dtype == np.float32 and host(grads_g["W_aa_l0"]).dtype == np.float32
+    assert_close(out_g, out, 2e-5)
+    assert_close(dx_g, dx, 2e-5)
+    for k in grads:
+        assert_close(grads_g[k], grads[k], 1e-4)
+
+
+def test_float32_device_input_is_cast_and_strided_input_copied():
+    rnn, g, x, h0, _, _ = _twins(False, 1, "tanh", False)               # float64 model
+    x32 = dev(x.astype(np.float32))
+    assert_close(g(x32)[0], rnn(x.astype(np.float32))[0])
+    wide = dev(np.concatenate([x, x], axis=2))                          # a strided view
+    assert_close(g(wide[:, :, :x.shape[2]])[0], rnn(x)[0])
+
+
+def test_save_load_and_state_dicts_across_devices(tmp_path):
+    rnn, g, x, *_ = _twins(True, 2, "relu", False)
+    g.save(tmp_path / "g.npz")
+    back = nr.RNN.load(tmp_path / "g.npz", device="cpu")
+    for k in rnn.params:
+        np.testing.assert_array_equal(back.params[k], rnn.params[k])
+    rnn.save(tmp_path / "c.npz")
+    on_gpu = nr.RNN.load(tmp_path / "c.npz", device="cuda")
+    assert on_gpu.device == "cuda"
+    assert_close(on_gpu(x)[0], rnn(x)[0])
+    sd = g.torch_state_dict()
+    assert all(isinstance(v, np.ndarray) for v in sd.values())
+
+
+# ---------------------------------------------------------------------- clipping
+@functools.lru_cache(maxsize=1)
+def _gradients():
+    """Host gradients of one backward on each device (computed once per session)."""
+    rnn, g, x, h0, d_out, d_hn = _twins(False, 1, "tanh", False)
+    grads, _, _ = rnn.backward(rnn.forward(x, h0)[2], d_out, d_hn)
+    grads_g, _, _ = g.backward(g.forward(x, h0)[2], d_out, d_hn)
+    for k in grads:
+        assert_close(grads_g[k], grads[k])
+    return grads, {k: host(v) for k, v in grads_g.items()}
+
+
+def _grads_pair():
+    """Fresh copies: CPU gradients, and the GPU's on the device."""
+    grads, grads_g = _gradients()
+    return {k: v.copy() for k, v in grads.items()}, {k: dev(v) for k, v in grads_g.items()}
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, np.inf, 3.0])
+def test_clip_grad_norm_on_device_matches_cpu(p):
+    grads, grads_g = _grads_pair()
+    norm = clip.clip_grad_norm(grads, 0.1, norm_type=p)
+    norm_g = clip.clip_grad_norm(grads_g, 0.1, norm_type=p)
+    assert norm_g == pytest.approx(norm, rel=1e-12)
+    assert clip.total_norm(grads_g, p) == pytest.approx(clip.total_norm(grads, p), rel=1e-12)
+    for k in grads:
+        assert_close(grads_g[k], grads[k])
+
+
+def test_clip_value_and_nonfinite_on_device():
+    grads, grads_g = _grads_pair()
+    assert clip.clip_grad_value(grads_g, 0.05) == clip.clip_grad_value(grads, 0.05) > 0
+    for k in grads:
+        assert_close(grads_g[k], grads[k])
+    bad = np.array(host(grads_g["W_aa_l0"]))
+    bad[0, 0] = np.nan
+    grads_g["W_aa_l0"] = dev(bad)
+    before = {k: host(v).copy() for k, v in grads_g.items()}
+    with pytest.warns(RuntimeWarning, match="NaN or inf"):
+        assert np.isnan(clip.clip_grad_norm(grads_g, 1e-3))
+    for k in grads_g:                                       # left unscaled, not NaN-spread
+        np.testing.assert_array_equal(host(grads_g[k]), before[k])
+    with pytest.raises(clip.NonFiniteGradientError):
+        clip.clip_grad_norm(grads_g, 1e-3, error_if_nonfinite=True)
+    with pytest.raises(TypeError, match="mixes host"):
+        clip.clip_grad_norm({"a": np.ones(3), "b": dev(np.ones(3))}, 1.0)
+
+
+# ---------------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("name,kw", [
+    ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+    ("adam", dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.1)),
+    ("rmsprop", dict(lr=0.01, momentum=0.5)),
+    ("adagrad", dict(lr=0.1, weight_decay=0.01)),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_optimizers_on_device_match_cpu(name, kw, dtype):
+    rng = np.random.default_rng(6)
+    params = {"w": rng.standard_normal((4, 3)).astype(dtype),
+              "b": rng.standard_normal(3).astype(dtype)}
+    params_g = {k: dev(v) for k, v in params.items()}
+    opt = optim.make_optimizer(name, params, **kw)
+    opt_g = optim.make_optimizer(name, params_g, **kw)
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+        opt.step(grads)
+        opt_g.step({k: dev(v) for k, v in grads.items()})
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for k in params:
+        assert gpu.is_array(params_g[k])
+        assert_close(params_g[k], params[k], tol)
+    sd = opt_g.state_dict()
+    assert all(isinstance(v, np.ndarray) for d in sd["state"].values() for v in d.values())
+    fresh = optim.make_optimizer(name, {k: dev(v) for k, v in params.items()}, **kw)
+    fresh.load_state_dict(sd)
+    for b in fresh.state:
+        for k in params:
+            assert_close(fresh.state[b][k], opt.state[b][k], tol)
+
+
+# ---------------------------------------------------------------------- errors
+def test_bad_inputs_are_clear_errors_on_cuda():
+    g = nr.RNN(3, 4, device="cuda", dtype=np.float64)
+    with pytest.raises(TypeError, match="x must hold floating-point"):
+        g(dev(np.ones((2, 1, 3), dtype=np.int64)))
+    with pytest.raises(ValueError, match="input_size=3"):
+        g(dev(np.ones((2, 1, 5))))
+    with pytest.raises(TypeError, match="GPU array"):
+        nr.RNN(3, 4)(dev(np.ones((2, 1, 3))))
+    g.params["W_aa_l0"] = np.zeros((4, 4))
+    with pytest.raises(TypeError, match="device array"):
+        g(np.ones((2, 1, 3)))
+
+
+@pytest.mark.skipif(_gpu_present(), reason="a GPU is present: device='cuda' works here")
+def test_no_gpu_gives_a_clear_error():
+    code = ("import numba_rnn as nr\n"
+            "try:\n    nr.RNN(2, 3, device='cuda')\n"
+            "except RuntimeError as e:\n    print(type(e).__name__, '|', e)\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.startswith("CudaUnavailableError |"), out.stdout + out.stderr
+    assert "device='cpu'" in out.stdout
+    assert issubclass(CudaUnavailableError, RuntimeError)
+
+
+def test_against_cudnn_when_a_gpu_and_torch_are_present():
+    torch = pytest.importorskip("torch")
+    if gpu.SIMULATOR or not torch.cuda.is_available():
+        pytest.skip("needs a real GPU and torch with CUDA")
+    ref = torch.nn.RNN(4, 6, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    g = nr.RNN(4, 6, num_layers=2, bidirectional=True, dtype=np.float64, device="cuda")
+    g.load_torch_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    out, h_n = ref(x)
+    out_g, h_n_g = g(x.detach())                             # a torch tensor, no copy
+    assert gpu.is_array(out_g)
+    np.testing.assert_allclose(host(out_g), out.detach().cpu().numpy(), atol=1e-10)
+    np.testing.assert_allclose(host(h_n_g), h_n.detach().cpu().numpy(), atol=1e-10)
