@@ -1,27 +1,50 @@
 """asv benchmarks: nr.RNN forward and train step on the shapes of BENCHMARKS.md.
 
-Crosses shape × dtype × backend (cpu serial, cpu parallel; cuda is skipped where no GPU
-backend exists). ``setup`` builds the data and calls everything once, so JIT
-compilation is never timed; ``track_*`` report ratios against peers timed in the same
-process (NotImplementedError skips a combination when a peer is missing).
+Crosses shape × dtype × backend (cpu serial, cpu parallel, cuda; cuda is skipped
+without a real GPU, and :class:`CudaRatios` times it against cuDNN). ``setup`` builds
+the data and calls everything once, so JIT compilation is never timed; ``track_*``
+report ratios against peers timed in the same process (NotImplementedError skips a
+combination when a peer is missing).
 """
 import numpy as np
 
 import numba_rnn as nr
-from numba_rnn import bench
+from numba_rnn import bench, bench_cuda
 
 SHAPES = list(bench.SHAPES)
 DTYPES = ["float32", "float64"]
 BACKENDS = ["serial", "parallel", "cuda"]
 
 
+def _cuda_or_skip():
+    """The CUDA backend on a real GPU, else NotImplementedError (asv skips)."""
+    try:
+        from numba_rnn.kernels import get_backend
+        gpu = get_backend("cuda")
+    except RuntimeError as err:
+        raise NotImplementedError(str(err)) from err
+    if gpu.SIMULATOR:
+        raise NotImplementedError("the CUDA simulator is not timed")
+    return gpu
+
+
 def _model(shape, dtype, backend):
-    if backend == "cuda":
-        raise NotImplementedError("no CUDA backend in this build")
     N, D, H, T = bench.SHAPES[shape]
-    rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=backend == "parallel")
     x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
-    return rnn, x, np.ones((T, N, H), dtype=dtype)
+    d_out = np.ones((T, N, H), dtype=dtype)
+    if backend == "cuda":
+        from numba import cuda
+        _cuda_or_skip()
+        rnn = nr.RNN(D, H, dtype=dtype, seed=0, device="cuda")
+        return rnn, cuda.to_device(x), cuda.to_device(d_out)
+    rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=backend == "parallel")
+    return rnn, x, d_out
+
+
+def _sync(backend):
+    if backend == "cuda":
+        from numba import cuda
+        cuda.synchronize()
 
 
 class RNNStep:
@@ -36,10 +59,12 @@ class RNNStep:
 
     def time_forward(self, shape, dtype, backend):
         self.rnn(self.x)
+        _sync(backend)
 
     def time_train_step(self, shape, dtype, backend):
         _, _, cache = self.rnn.forward(self.x)
         self.rnn.backward(cache, self.d_out)
+        _sync(backend)
 
     def peakmem_train_step(self, shape, dtype, backend):
         self.time_train_step(shape, dtype, backend)
@@ -84,3 +109,31 @@ rnn = nr.RNN(8, 16, seed=0)
 out, _, cache = rnn.forward(np.zeros((5, 2, 8), np.float32))
 rnn.backward(cache, np.ones_like(out))
 """
+
+
+class CudaRatios:
+    """GPU: ours / cuDNN and µs per step, on the GPU shapes (skipped without a GPU)."""
+    params = (list(bench_cuda.SHAPES), ["forward", "train"])
+    param_names = ["shape", "op"]
+    timeout = 900
+    unit = "ratio"
+
+    def setup_cache(self):
+        try:
+            _cuda_or_skip()
+        except NotImplementedError:
+            return {}
+        rows = bench_cuda.run(repeats=5, progress=False)
+        return {(r["shape"], r["op"]): r for r in rows}
+
+    def _row(self, rows, shape, op):
+        if (shape, op) not in rows or rows[(shape, op)]["ratio_cudnn"] is None:
+            raise NotImplementedError("no GPU, or no torch with CUDA")
+        return rows[(shape, op)]
+
+    def track_ratio_cudnn(self, rows, shape, op):
+        return self._row(rows, shape, op)["ratio_cudnn"]
+
+    def track_us_per_step(self, rows, shape, op):
+        return self._row(rows, shape, op)["ours_us_per_step"]
+    track_us_per_step.unit = "µs"

@@ -26,6 +26,7 @@ SHAPES = {  # name: (N, D, H, T)
     "large": (64, 512, 1024, 50),
 }
 OPS = ("forward", "train")
+CPU_SHAPES = tuple(SHAPES)
 
 
 class NumpyRNN:
@@ -230,24 +231,27 @@ def table(rows):
     return "\n".join(lines)
 
 
-def bar_chart(rows, path):
-    """Bar chart of ours/best-peer per (shape, dtype, op), with the targets marked."""
+def bar_chart(rows, path, targets=None, key="ratio_best_peer"):
+    """Bar chart of ours/best-peer (``key``) per (shape, dtype, op), targets marked."""
+    targets = TARGETS if targets is None else targets
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    rows = [r for r in rows if r.get(key) is not None]
     labels = [f"{r['shape']}\n{r['dtype'][5:]} {r['op'][:5]}" for r in rows]
-    ratios = [r["ratio_best_peer"] for r in rows]
+    ratios = [r[key] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4.2), layout="constrained")
-    colors = ["tab:green" if v <= TARGETS[r["shape"]] else "tab:red"
+    colors = ["tab:green" if v <= targets[r["shape"]] else "tab:red"
               for v, r in zip(ratios, rows, strict=True)]
     ax.bar(np.arange(len(rows)), ratios, color=colors)
     for i, r in enumerate(rows):
-        ax.hlines(TARGETS[r["shape"]], i - 0.4, i + 0.4, color="black", lw=1.5)
+        ax.hlines(targets[r["shape"]], i - 0.4, i + 0.4, color="black", lw=1.5)
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xticks(np.arange(len(rows)), labels, fontsize="x-small")
     ax.set_yscale("log")
     ax.set_ylabel("time ours / fastest peer (lower is better)")
-    ax.set_title("numba_rnn vs the fastest of NumPy and torch (black: target)")
+    ax.set_title("numba_rnn vs the fastest peer (black: target)" if key == "ratio_best_peer"
+                 else "numba_rnn vs cuDNN (black: target)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -126,8 +126,11 @@ def _bench(args):
 
     from numba_rnn import bench
 
-    rows = bench.run(args.shapes, args.dtype, device=args.device, repeats=args.repeats,
-                     parallel=args.parallel, progress=False if args.json else None)
+    if args.device == "cuda":
+        return _bench_cuda(args)
+    rows = bench.run(args.shapes or bench.CPU_SHAPES, args.dtype or ("float32", "float64"),
+                     repeats=args.repeats, parallel=args.parallel,
+                     progress=False if args.json else None)
     info = bench.machine_info()
     if args.json:
         print(json.dumps({"machine": info, "rows": rows}))
@@ -138,6 +141,28 @@ def _bench(args):
     print(bench.table(rows))
     if args.out:
         print(f"\nbar chart: {bench.bar_chart(rows, args.out)}")
+    return 0
+
+
+def _bench_cuda(args):
+    import json
+
+    from numba_rnn import bench, bench_cuda
+
+    rows = bench_cuda.run(args.shapes or tuple(bench_cuda.SHAPES), args.dtype or ("float32",),
+                          repeats=args.repeats, progress=False if args.json else None)
+    info = bench_cuda.gpu_info()
+    if args.json:
+        print(json.dumps({"machine": info, "rows": rows}))
+        return 0
+    tf32 = {r["tf32"] for r in rows} - {None}
+    print(f"{info['date']} · {info['gpu']} (sm_{info['compute_capability']}) · numba "
+          f"{info['numba']} · NumPy {info['numpy']} · torch {info['torch']} · cuDNN "
+          f"{info.get('cudnn')} · TF32 for cuDNN: {sorted(tf32) or 'no peer'}\n")
+    print(bench_cuda.table(rows))
+    if args.out:
+        path = os.path.splitext(args.out)[0] + "_cuda.png"
+        print(f"\nbar chart: {bench.bar_chart(rows, path, bench_cuda.TARGETS, 'ratio_cudnn')}")
     return 0
 
 
@@ -217,10 +242,11 @@ def build_parser():
     sw.set_defaults(func=_sweep)
 
     be = sub.add_parser("bench", help="time against NumPy, torch and the GEMM floor")
-    be.add_argument("--shapes", nargs="+", default=["tiny", "stream", "medium", "large"],
-                    choices=["tiny", "stream", "medium", "large"])
-    be.add_argument("--dtype", nargs="+", default=["float32", "float64"],
-                    choices=["float32", "float64"])
+    be.add_argument("--shapes", nargs="+", default=None,
+                    choices=["tiny", "stream", "medium", "large", "db-1760", "db-2560"],
+                    help="default: tiny stream medium large (CPU), all six (cuda)")
+    be.add_argument("--dtype", nargs="+", default=None, choices=["float32", "float64"],
+                    help="default: both on the CPU, float32 on the GPU")
     be.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     be.add_argument("--repeats", type=int, default=7)
     be.add_argument("--parallel", action="store_true", help="the prange kernels")

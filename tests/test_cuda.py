@@ -344,3 +344,16 @@ def test_against_cudnn_when_a_gpu_and_torch_are_present():
     assert gpu.is_array(out_g)
     np.testing.assert_allclose(host(out_g), out.detach().cpu().numpy(), atol=1e-10)
     np.testing.assert_allclose(host(h_n_g), h_n.detach().cpu().numpy(), atol=1e-10)
+
+
+def test_every_kernel_compiles_for_the_gpu_and_float32_stays_float32():
+    """The simulator does no type inference; NVVM does. Where NVVM is installed (a GPU
+    machine, or ``pip install numba-cuda[cu12]``) compile every kernel to sm_90 PTX."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    script = os.path.join(os.path.dirname(__file__), "ptx_check.py")
+    out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    text = out.stdout + out.stderr
+    if "FAILURES" not in text and ("NVVM" in text or "nvvm" in text):
+        pytest.skip("NVVM (the CUDA compiler library) is not installed here")
+    assert "FAILURES 0" in text, text[-4000:]

@@ -29,7 +29,10 @@ so a warp reads consecutive addresses)::
     backward c<t-1>[n, k] = Σ_j W [j, k] · δ<t>[n, j]       δ<t> = (dA<t> + c<t>) ⊙ g'(a<t>)
 
 Kernels are compiled per dtype (shared-memory arrays need a compile-time dtype); the
-tunables (rows per block, threads) are launch arguments, never module globals.
+tunables (rows per block, threads) are launch arguments, never module globals. The
+kernels avoid Python's ``min``/``max``: numba 0.68's built-in CUDA target fails to
+type ``min(int, int)`` in a kernel (numba-cuda does not), so a conditional expression
+is used instead.
 """
 import math
 
@@ -75,7 +78,7 @@ def build(dtype):
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
-        rows = min(nb, N - n0)
+        rows = nb if nb < N - n0 else N - n0
         HH = H * H
         for i in range(tid, HH, nt):                      # sm[k·H + j] = W[j, k] = Wᵀ[k, j]
             k = i // H
@@ -110,7 +113,7 @@ def build(dtype):
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
-        rows = min(nb, N - n0)
+        rows = nb if nb < N - n0 else N - n0
         HH = H * H
         for i in range(tid, HH, nt):                      # sm[j·H + k] = W[j, k]
             j = i // H
@@ -161,7 +164,7 @@ def build(dtype):
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         j0 = cuda.blockIdx.x * R
-        cols = min(R, H - j0)
+        cols = R if R < H - j0 else H - j0
         for i in range(tid, H * cols, nt):                # sm[k·cols + jj] = W[j0 + jj, k]
             k = i // cols
             sm[i] = W[j0 + i - k * cols, k]
@@ -200,7 +203,7 @@ def build(dtype):
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         blk = cuda.blockIdx.x
         k0 = blk * R
-        cols = min(R, H - k0)
+        cols = R if R < H - k0 else H - k0
         for i in range(tid, H * cols, nt):                # sm[j·cols + kk] = W[j, k0 + kk]
             j = i // cols
             sm[i] = W[j, k0 + i - j * cols]
