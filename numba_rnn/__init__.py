@@ -8,6 +8,7 @@
 - :mod:`~numba_rnn.analysis` and :mod:`~numba_rnn.plot` — gradient analysis and figures.
 """
 from . import analysis, init, layers, losses, models, optim, plot, sweeps, tasks, train
+from .kernels import CudaUnavailableError
 from .clip import NonFiniteGradientError, clip_grad_norm, clip_grad_value, total_norm
 from .models import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, load_model
 from .optim import SGD, Adagrad, Adam, RMSprop
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = ["SGD", "RNN", "Adagrad", "Adam", "ArrayData", "ForwardCache", "History",
            "ManyToMany", "ManyToOne", "NonFiniteGradientError", "OneToMany", "OneToOne",
-           "RMSprop", "Seq2Seq", "__version__", "analysis", "clip_grad_norm",
+           "RMSprop", "Seq2Seq", "CudaUnavailableError", "__version__", "analysis",
+           "clip_grad_norm",
            "clip_grad_value", "fit", "init", "layers", "load_model", "losses", "models",
            "optim", "plot", "sweep", "sweeps", "tasks", "total_norm", "train"]

@@ -277,9 +277,10 @@ def main(argv=None):
         if value is not None and value < 1:
             print(f"numba-rnn: --{name.replace('_', '-')} must be ≥ 1", file=sys.stderr)
             return 2
+    from numba_rnn.kernels import CudaUnavailableError
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, CudaUnavailableError) as err:
         # bad input the library rejected (an unknown study, a corrupt file, no CUDA
         # backend, …): one clear line, not a traceback
         print(f"numba-rnn {args.command}: {err}", file=sys.stderr)
