@@ -104,6 +104,19 @@ def _median_alternating(fns, repeats):
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def torch_rnn(W_ax, W_aa, b, device):
+    """A one-layer ``torch.nn.RNN`` on ``device`` holding our weights (bias_hh = 0)."""
+    import torch
+    H, D = W_ax.shape
+    dtype = torch.float32 if W_ax.dtype == np.float32 else torch.float64
+    rnn = torch.nn.RNN(D, H).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for name, value in (("weight_ih_l0", W_ax), ("weight_hh_l0", W_aa), ("bias_ih_l0", b)):
+            getattr(rnn, name).copy_(torch.as_tensor(np.ascontiguousarray(value)))
+        rnn.bias_hh_l0.zero_()
+    return rnn
+
+
 def _torch_peer(x, W_ax, W_aa, b, threads):
     try:
         import torch
@@ -112,13 +125,8 @@ def _torch_peer(x, W_ax, W_aa, b, threads):
     torch.set_num_threads(threads)
     T, N, D = x.shape
     H = W_aa.shape[0]
-    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
-    rnn = torch.nn.RNN(D, H).to(dtype)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(W_ax))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(W_aa))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
-        rnn.bias_hh_l0.zero_()
+    rnn = torch_rnn(W_ax, W_aa, b, "cpu")
+    dtype = rnn.weight_hh_l0.dtype
     tx = torch.from_numpy(x)
     d_out = torch.ones(T, N, H, dtype=dtype)
 

@@ -73,15 +73,11 @@ def _torch_peer(x, params, dtype):
         return None
     if not torch.cuda.is_available():
         return None
+    from .bench import torch_rnn
     T, N, D = x.shape
     H = params["W_aa_l0"].shape[0]
-    tdt = torch.float32 if dtype == "float32" else torch.float64
-    rnn = torch.nn.RNN(D, H).to(device="cuda", dtype=tdt)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.as_tensor(params["W_ax_l0"], device="cuda"))
-        rnn.weight_hh_l0.copy_(torch.as_tensor(params["W_aa_l0"], device="cuda"))
-        rnn.bias_ih_l0.copy_(torch.as_tensor(params["b_a_l0"], device="cuda"))
-        rnn.bias_hh_l0.zero_()
+    rnn = torch_rnn(params["W_ax_l0"], params["W_aa_l0"], params["b_a_l0"], "cuda")
+    tdt = rnn.weight_hh_l0.dtype
     tx = torch.as_tensor(x, device="cuda")
     d_out = torch.ones(T, N, H, dtype=tdt, device="cuda")
     W_ax, W_aa = rnn.weight_ih_l0.detach(), rnn.weight_hh_l0.detach()

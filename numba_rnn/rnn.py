@@ -319,7 +319,7 @@ class RNN:
 
     def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
-        with self._backend.compute_context():
+        with self._backend.compute_context(self.parallel):
             return self._forward_layers(x, h0, lengths, training, rng, keep)
 
     def _forward_layers(self, x, h0, lengths, training, rng, keep):
@@ -392,7 +392,7 @@ class RNN:
         on_device = self._backend.on_device(d_out)
         d_layer = self._grad_input(d_out, "d_out", (T, N, dirs * H), cache)
         d_hn = self._state_input(d_hn, "d_hn", N, cache.unbatched)
-        with self._backend.compute_context():
+        with self._backend.compute_context(self.parallel):
             return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device)
 
     def _backward_layers(self, cache, d_layer, d_hn, keep_deltas, on_device=False):

@@ -23,13 +23,14 @@ Forward and backward are written as mirrors, line for line::
 
 A reverse direction walks time the other way: its "previous" step is t+1.
 """
+import contextlib
 import types
 
 import numpy as np
 from numba import njit, prange
 
 from .activations import activate_row, activation_grad_row
-from .threads import blas_single_threaded
+from .threads import blas_single_threaded, parallel_guard
 
 
 def _compile(py_func, parallel):
@@ -330,10 +331,15 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     return dW_ax, dW_aa, db
 
 
-def compute_context():
+@contextlib.contextmanager
+def compute_context(parallel=False):
     """Enter around a whole forward or backward: BLAS runs single-threaded inside
-    (our own row blocks are the only parallelism; see :mod:`.threads`)."""
-    return blas_single_threaded()
+    (our own row blocks are the only parallelism), and with ``parallel`` the call
+    waits for other Python threads' parallel calls unless Numba's threading layer is
+    thread-safe (see :mod:`.threads`). Serial kernels release the GIL and run
+    concurrently from any number of threads."""
+    with blas_single_threaded(), parallel_guard(parallel):
+        yield
 
 
 # --- clipping: reductions and in-place updates over flat gradient arrays ----------

@@ -19,15 +19,66 @@ So while a recurrence kernel runs, BLAS is limited to one thread (threadpoolctl,
 ~10 µs to enter and leave); the batched GEMMs outside the recurrences keep every
 thread.
 """
+import contextlib
+import threading
+
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls before we look for it)
 from threadpoolctl import ThreadpoolController
 
 _controller = None
+_lock = threading.Lock()
+_depth = 0              # how many of our calls are inside, over all Python threads
+_limiter = None
 
 
+@contextlib.contextmanager
 def blas_single_threaded():
-    """Context manager: BLAS runs on one thread inside."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    """Context manager: BLAS runs on one thread inside.
+
+    BLAS's thread count is process-wide, so concurrent calls from several Python
+    threads share one limit: the first to enter sets it, the last to leave restores
+    the original (a plain nested ``limit`` per call would let a thread that leaves
+    early restore the limit under another still running, or restore a stale one).
+    """
+    global _controller, _depth, _limiter
+    with _lock:
+        if _controller is None:
+            _controller = ThreadpoolController()
+        if _depth == 0:
+            _limiter = _controller.limit(limits=1, user_api="blas")
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _limiter.restore_original_limits()
+                _limiter = None
+
+
+_parallel_lock = threading.RLock()
+
+
+def _layer_is_thread_safe():
+    """True once Numba's threading layer is known to be omp or tbb.
+
+    numba's ``workqueue`` layer aborts the process when two threads enter parallel
+    regions at once; before the first parallel region the layer is not yet chosen.
+    """
+    import numba
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:          # no parallel region has run yet: the layer is unknown
+        return False
+
+
+@contextlib.contextmanager
+def parallel_guard(parallel):
+    """Serialise ``prange`` kernels across Python threads unless the threading layer
+    is known to be thread-safe (omp, tbb); serial kernels never wait."""
+    if not parallel or _layer_is_thread_safe():
+        yield
+        return
+    with _parallel_lock:
+        yield
