@@ -21,8 +21,11 @@ import numpy as np
 from . import _validate as V
 from .init import INITS, init_layer, scale_to_spectral_radius
 from .kernels import NONLINEARITIES, get_backend
+from .memory import check_fits
 
 _CONFIG_KEY = "__numba_rnn_config__"
+_ADVICE = ("Use truncated BPTT for long sequences (fit(..., tbptt=k)), a smaller batch, "
+           "or float32.")
 _FORMAT = "numba_rnn.RNN/1"
 
 
@@ -273,6 +276,7 @@ class RNN:
     def __call__(self, x, h0=None, *, lengths=None):
         """Inference: ``out, h_n = rnn(x, h0)``, no dropout, nothing kept for BPTT."""
         on_device = self._backend.on_device(x)
+        self._check_memory(x, keep=False)
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
         lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
@@ -307,6 +311,7 @@ class RNN:
             Pass to :meth:`backward`.
         """
         on_device = self._backend.on_device(x)
+        self._check_memory(x, keep=True)
         x, unbatched = self._time_major_input(x)
         h0 = self._state_input(h0, "h0", x.shape[1], unbatched)
         lengths = self._lengths_input(lengths, x.shape[0], x.shape[1])
@@ -316,6 +321,22 @@ class RNN:
                              unbatched, self.dtype, lengths)
         out_u, h_n_u = self._output_layout(out, h_n, unbatched, on_device)
         return out_u, h_n_u, cache
+
+    def _check_memory(self, x, keep):
+        """Fail before converting or allocating anything if the pass cannot fit."""
+        shape = getattr(x, "shape", None)
+        shape = np.shape(x) if shape is None else shape
+        if len(shape) == 2:
+            T, N = shape[0], 1
+        elif len(shape) == 3:
+            T, N = (shape[1], shape[0]) if self.batch_first else (shape[0], shape[1])
+        else:
+            return                                      # the shape check will explain
+        per_layer = T * N * self.num_directions * self.hidden_size * self.dtype.itemsize
+        check_fits(per_layer * (2 * self.num_layers if keep else 3) + T * N * shape[-1]
+                   * self.dtype.itemsize, f"forward over T={T}, N={N} "
+                   f"({'keeping' if keep else 'without'} activations for BPTT)",
+                   self.device, _ADVICE)
 
     def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
@@ -392,6 +413,9 @@ class RNN:
         on_device = self._backend.on_device(d_out)
         d_layer = self._grad_input(d_out, "d_out", (T, N, dirs * H), cache)
         d_hn = self._state_input(d_hn, "d_hn", N, cache.unbatched)
+        widest = max(dirs * H, self.input_size)
+        check_fits(T * N * (3 * dirs * H + widest) * self.dtype.itemsize,
+                   f"backward over T={T}, N={N}", self.device, _ADVICE)
         with self._backend.compute_context(self.parallel):
             return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device)
 
