@@ -9,7 +9,8 @@
 """
 from . import analysis, init, layers, losses, models, optim, plot, sweeps, tasks, train
 from .kernels import CudaUnavailableError
-from .clip import NonFiniteGradientError, clip_grad_norm, clip_grad_value, total_norm
+from .clip import (NonFiniteGradientError, NonFiniteGradientWarning, clip_grad_norm,
+                   clip_grad_value, total_norm)
 from .models import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, load_model
 from .optim import SGD, Adagrad, Adam, RMSprop
 from .rnn import RNN, ForwardCache
@@ -19,7 +20,8 @@ from .train import ArrayData, History, fit
 __version__ = "0.1.0"
 
 __all__ = ["SGD", "RNN", "Adagrad", "Adam", "ArrayData", "ForwardCache", "History",
-           "ManyToMany", "ManyToOne", "NonFiniteGradientError", "OneToMany", "OneToOne",
+           "ManyToMany", "ManyToOne", "NonFiniteGradientError", "NonFiniteGradientWarning",
+           "OneToMany", "OneToOne",
            "RMSprop", "Seq2Seq", "CudaUnavailableError", "__version__", "analysis",
            "clip_grad_norm",
            "clip_grad_value", "fit", "init", "layers", "load_model", "losses", "models",

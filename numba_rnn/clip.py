@@ -16,6 +16,10 @@ class NonFiniteGradientError(FloatingPointError):
     """The total gradient norm is NaN or infinite."""
 
 
+class NonFiniteGradientWarning(RuntimeWarning):
+    """A backward pass produced NaN or infinite gradients (see the message for where)."""
+
+
 def _gradient_arrays(grads):
     """The arrays of ``grads`` (a dict, a sequence of arrays, or one array)."""
     if isinstance(grads, np.ndarray):

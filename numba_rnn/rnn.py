@@ -450,6 +450,7 @@ class RNN:
                 be.mul_(d_inp, lc.mask)
             d_layer = d_inp
         grads = {name: grads[name] for name in P}                    # params' order
+        _report_nonfinite(be, grads, cache)
         dx, dh0 = self._output_layout(d_layer, dh0, cache.unbatched, on_device)
         return grads, dx, dh0
 
@@ -588,6 +589,27 @@ def _check_dropout(p, num_layers):
         warnings.warn("dropout acts between stacked layers; with num_layers=1 it has no "
                       "effect", UserWarning, stacklevel=3)
     return p
+
+
+def _report_nonfinite(be, grads, cache):
+    """Warn (:class:`~numba_rnn.clip.NonFiniteGradientWarning`) if any gradient holds
+    NaN or inf, naming the parameters and where in time ‖∂L/∂a<t>‖ first blew up."""
+    bad = [name for name, g in grads.items() if be.nonfinite(g)]
+    if not bad:
+        return
+    from .clip import NonFiniteGradientWarning
+    where = []
+    for key, norms in cache.hidden_grad_norms.items():
+        norms = np.asarray(be.to_host(norms))
+        steps = np.nonzero(~np.isfinite(norms).all(axis=1))[0]
+        if steps.size:
+            where.append(f"{key}: ‖∂L/∂a<t>‖ non-finite at {steps.size} of {norms.shape[0]} "
+                         f"steps, from t={steps.max()} back")
+    warnings.warn(NonFiniteGradientWarning(
+        f"backward produced non-finite gradients for {bad}"
+        + (f" ({'; '.join(where)})" if where else "") + ": the forward states or the "
+        "gradients overflowed — clip (clip_grad_norm), lower the learning rate or the "
+        "spectral radius, or use float64"), stacklevel=3)
 
 
 def _to_numpy(value):

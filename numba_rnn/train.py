@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clip import clip_grad_norm, clip_grad_value, total_norm
+from .clip import NonFiniteGradientWarning, clip_grad_norm, clip_grad_value, total_norm
 from .optim import OPTIMIZERS, make_optimizer
 from .rnn import atomic_savez, read_npz
 
@@ -227,7 +227,9 @@ def fit(model, data, *, steps=1000, batch_size=32, optimizer="adam", lr=1e-3,
         while state.step < steps:
             snapshot = _snapshot(params)
             batch = _next_batch(data, rng, batch_size, state, k1, k2, stateful)
-            loss, grads, info = model.loss_and_grad(**batch, return_info=True)
+            with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+                warnings.simplefilter("ignore", NonFiniteGradientWarning)  # reported below
+                loss, grads, info = model.loss_and_grad(**batch, return_info=True)
             if clip_norm is not None:
                 norm = clip_grad_norm(grads, clip_norm)
                 clipped = math.isfinite(norm) and norm > clip_norm

@@ -402,5 +402,6 @@ from .cpu_loss import softmax_xent  # noqa: E402,F401
 from .cpu_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: E402,F401
 from .cpu_analysis import temporal_credit  # noqa: E402,F401
 from .cpu_arrays import (add_, asarray, assign_, concat_last, copy, dropout_mask,  # noqa: E402,F401
-                         empty, from_host, inplace_view, is_array, mul_, on_device, swap01,
-                         synchronize, take_last, to_host, zero_padding, zeros)
+                         empty, from_host, inplace_view, is_array, mul_, nonfinite,
+                         on_device, swap01, synchronize, take_last, to_host, zero_padding,
+                         zeros)

@@ -99,5 +99,10 @@ def dropout_mask(rng, shape, p, dtype):
     return (keep / (1.0 - p)).astype(dtype)
 
 
+def nonfinite(a):
+    """True if the array holds NaN or ±inf."""
+    return not np.isfinite(a).all()
+
+
 def synchronize():
     """Nothing runs asynchronously on the CPU."""
