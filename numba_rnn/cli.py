@@ -280,9 +280,10 @@ def main(argv=None):
     from numba_rnn.kernels import CudaUnavailableError
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, CudaUnavailableError) as err:
+    except (ValueError, TypeError, OSError, MemoryError, CudaUnavailableError) as err:
         # bad input the library rejected (an unknown study, a corrupt file, no CUDA
-        # backend, …): one clear line, not a traceback
+        # backend, a full disk, activations that cannot fit, …): one clear line, not a
+        # traceback
         print(f"numba-rnn {args.command}: {err}", file=sys.stderr)
         return 2
 
