@@ -43,9 +43,19 @@ def _suffix(rnn, layer, direction):
 
 
 def _states(rnn, x, h0, layer, d):
-    """Forward pass; the time-major states A (T, N, H) of one layer-direction (float64)."""
+    """Forward pass; the time-major states A (T, N, H) of one layer-direction.
+
+    The Jacobian analyses need finite states: NaN or inf (in ``x``, or from an
+    overflow) raises ValueError naming the first step where they appear.
+    """
     _, _, cache = rnn.forward(x, h0, training=False)
-    return cache, cache.layers[layer].states[d]
+    A = cache.layers[layer].states[d]
+    bad = np.nonzero(~np.isfinite(A).all(axis=(1, 2)))[0]
+    if bad.size:
+        raise ValueError(f"x gives non-finite hidden states from step {bad.min()} on (NaN or "
+                         f"inf in x or h0, or an overflow); the Jacobian analysis needs "
+                         f"finite states")
+    return cache, A
 
 
 def output_grad(model, **batch):

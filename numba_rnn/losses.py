@@ -86,8 +86,10 @@ def softmax_cross_entropy(logits, targets, mask=None, reduction="sum"):
     if y.dtype.kind not in "iu":
         raise TypeError(f"targets for cross_entropy must be integer class ids, got dtype "
                         f"{y.dtype}")
-    if single and y.ndim == 1:
+    if single and y.shape == (N,):                   # one step: targets (N,) exactly
         y = y[None]
+    elif single:
+        y = y.reshape(-1, *y.shape) if y.ndim == 1 else y[None]   # never (T, N): an error
     if y.shape != (T, N):
         raise ValueError(f"targets must have shape {(T, N) if not single else (N,)} to match "
                          f"logits {logits.shape}, got {np.shape(targets)}")
@@ -120,7 +122,7 @@ def mse(pred, targets, mask=None, reduction="sum"):
     y = _matching_targets(pred, targets, "mse").reshape(p3.shape)
     T, N, C = p3.shape
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
-    diff = p3 - y
+    diff = np.where(w > 0, p3 - y, 0)           # masked steps count for nothing, even NaN
     loss = float(np.sum(w * diff.astype(np.float64) ** 2) / C)
     grad = (diff * (2.0 / C) * w).astype(pred.dtype)
     return loss, grad.reshape(pred.shape)
@@ -134,7 +136,9 @@ def bce_with_logits(logits, targets, mask=None, reduction="sum"):
         raise ValueError("targets for bce must lie in [0, 1]")
     T, N, C = z3.shape
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
-    z64 = z3.astype(np.float64)
+    counted = w > 0                              # masked steps count for nothing, even NaN
+    z64 = np.where(counted, z3.astype(np.float64), 0.0)
+    y = np.where(counted, y, 0)
     per = np.maximum(z64, 0) - z64 * y + np.log1p(np.exp(-np.abs(z64)))
     loss = float(np.sum(w * per) / C)
     sig = 0.5 * (1.0 + np.tanh(0.5 * z64))                       # stable sigmoid

@@ -30,6 +30,26 @@ def _colors(n):
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(n, 1)))
 
 
+def _checked(curves, name, ndims=(1,), complex_ok=False):
+    """``{label: array}`` with every array numeric, non-empty and of an allowed ndim."""
+    if not isinstance(curves, dict) or not curves:
+        raise TypeError(f"{name} must be a non-empty dict of label → array, got "
+                        f"{type(curves).__name__}")
+    out = {}
+    for label, y in curves.items():
+        arr = np.asarray(y)
+        if arr.dtype.kind not in ("biufc" if complex_ok else "biuf"):
+            kind = "complex or real" if complex_ok else "real"
+            raise TypeError(f"{name}[{label!r}] must hold {kind} numbers, got dtype "
+                            f"{arr.dtype}")
+        if arr.ndim not in ndims or arr.size == 0:
+            dims = " or ".join(map(str, ndims))
+            raise ValueError(f"{name}[{label!r}] must be a non-empty {dims}-D array, got "
+                             f"shape {arr.shape}")
+        out[label] = arr
+    return out
+
+
 def _positive(y):
     """Values for a log axis: zeros (e.g. a zero initial state) become gaps."""
     y = np.asarray(y, dtype=float)
@@ -42,6 +62,8 @@ def grad_norms_over_time(curves, bounds=None, *, ax=None, title=None,
 
     curves, bounds : dict label → (T,) arrays (bounds share the labels of curves).
     """
+    curves = _checked(curves, "curves")
+    bounds = None if bounds is None else _checked(bounds, "bounds")
     ax = _axes(ax)
     for (label, y), c in zip(curves.items(), _colors(len(curves)), strict=True):
         ax.semilogy(np.arange(len(y)), _positive(y), color=c, lw=2, label=label)
@@ -57,8 +79,8 @@ def grad_norms_over_time(curves, bounds=None, *, ax=None, title=None,
 def temporal_credit_map(C, *, ax=None, title=None, floor=1e-12):
     """Heat map of C[t, k] = ‖∂L⟨t⟩/∂a⟨k⟩‖ on a log colour scale (blank where k > t)."""
     from matplotlib.colors import LogNorm
+    C = _checked({"": C}, "C", ndims=(2,))[""].astype(float)
     ax = _axes(ax, figsize=(5.2, 4.4))
-    C = np.asarray(C, dtype=float)
     shown = np.ma.masked_where(C <= 0, np.maximum(C, floor))
     positive = C[C > 0]
     vmin = max(floor, positive.min()) if positive.size else floor
@@ -78,6 +100,7 @@ def singular_value_spectrum(spectra, *, ax=None, title=None):
 
     spectra : dict label → (H,) singular values (or (N, H): the mean of logs is drawn).
     """
+    spectra = _checked(spectra, "spectra", ndims=(1, 2))
     ax = _axes(ax)
     for (label, sv), c in zip(spectra.items(), _colors(len(spectra)), strict=True):
         sv = np.atleast_2d(np.asarray(sv, dtype=float))
@@ -93,6 +116,7 @@ def singular_value_spectrum(spectra, *, ax=None, title=None):
 
 def lyapunov_spectrum(exponents, *, ax=None, title=None):
     """Finite-time Lyapunov exponents λᵢ (descending), one line per setting; λ = 0 marked."""
+    exponents = _checked(exponents, "exponents", ndims=(1, 2))
     ax = _axes(ax)
     lams = {k: np.atleast_2d(np.asarray(v, dtype=float)) for k, v in exponents.items()}
     finite = np.concatenate([v[np.isfinite(v)] for v in lams.values()] + [np.zeros(1)])
@@ -114,6 +138,7 @@ def lyapunov_spectrum(exponents, *, ax=None, title=None):
 
 def eigenvalues(eigs, *, ax=None, title=None):
     """Eigenvalues of W_aa in the complex plane with the unit circle, per setting."""
+    eigs = _checked(eigs, "eigs", complex_ok=True)
     ax = _axes(ax, figsize=(5.2, 5.0))
     theta = np.linspace(0, 2 * np.pi, 400)
     ax.plot(np.cos(theta), np.sin(theta), color="black", lw=0.8, label="|λ| = 1")
