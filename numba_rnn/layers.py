@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _validate as V
 from .init import xavier_uniform
+from .kernels import get_backend
 
 OUTPUT_ACTIVATIONS = ("identity", "softmax", "sigmoid")
 HIDDEN_ACTIVATIONS = ("tanh", "relu")
@@ -42,10 +43,12 @@ class Head:
         g_y, applied by :meth:`forward` (predictions), not by :meth:`logits`.
     dtype : float32 or float64
     rng : numpy Generator or int seed
+    device : {"cpu", "cuda"}
+        Where the parameters live and the products run (see :class:`~numba_rnn.RNN`).
     """
 
     def __init__(self, in_features, out_features, *, hidden=(), hidden_activation="tanh",
-                 output="identity", dtype=np.float32, rng=None):
+                 output="identity", dtype=np.float32, rng=None, device="cpu"):
         self.in_features = V.positive_int(in_features, "in_features")
         self.out_features = V.positive_int(out_features, "out_features")
         self.hidden = tuple(V.positive_int(h, "hidden") for h in hidden)
@@ -53,13 +56,16 @@ class Head:
                                           HIDDEN_ACTIVATIONS)
         self.output = V.choice(output, "output", OUTPUT_ACTIVATIONS)
         self.dtype = V.model_dtype(dtype)
+        self.device = device
+        self._backend = get_backend(device)
         rng = np.random.default_rng(rng)
         sizes = (self.in_features, *self.hidden, self.out_features)
         self.params = {}
         for i in range(len(sizes) - 1):
             w, b = self._names(i)
-            self.params[w] = xavier_uniform(rng, sizes[i + 1], sizes[i]).astype(self.dtype)
-            self.params[b] = np.zeros(sizes[i + 1], dtype=self.dtype)
+            W = xavier_uniform(rng, sizes[i + 1], sizes[i]).astype(self.dtype)
+            self.params[w] = self._backend.from_host(W)
+            self.params[b] = self._backend.from_host(np.zeros(sizes[i + 1], dtype=self.dtype))
 
     def _names(self, i):
         last = i == len(self.hidden)
@@ -70,19 +76,22 @@ class Head:
 
     def logits(self, features):
         """z = W_ya h + b_y over rows of ``features`` (…, F); returns ``(z, cache)``."""
-        a = np.asarray(features)
-        if a.shape[-1] != self.in_features:
+        be = self._backend
+        a = be.asarray(features, "features", self.dtype)
+        shape = tuple(a.shape)          # (a device array's shape may not index from the end)
+        if not shape or shape[-1] != self.in_features:
             raise ValueError(f"features must have {self.in_features} in their last axis, "
-                             f"got shape {a.shape}")
-        lead = a.shape[:-1]
-        h = np.ascontiguousarray(a, dtype=self.dtype).reshape(-1, self.in_features)
+                             f"got shape {shape}")
+        lead = shape[:-1]
+        h = a.reshape(-1 if a.size else 0, self.in_features)
+        kind = HIDDEN_ACTIVATIONS.index(self.hidden_activation)
         inputs = []
         for i in range(len(self.hidden) + 1):
             w, b = self._names(i)
             inputs.append(h)
-            h = h @ self.params[w].T + self.params[b]               # (M, F_{i+1})
+            h = be.linear(h, self.params[w], self.params[b])        # (M, F_{i+1})
             if i < len(self.hidden):
-                h = np.tanh(h) if self.hidden_activation == "tanh" else np.maximum(h, 0)
+                be.act_(h, kind)
         z = h.reshape(*lead, self.out_features)
         return z, (lead, inputs, z)
 
@@ -93,31 +102,35 @@ class Head:
 
     def activate(self, z):
         """g_y(z)."""
-        if self.output == "softmax":
-            return softmax(z)
-        if self.output == "sigmoid":
-            return sigmoid(z)
-        return z
+        if self.output == "identity":
+            return z
+        if self.device != "cpu":
+            fn = self._backend.softmax if self.output == "softmax" else self._backend.sigmoid
+            shape = tuple(z.shape)
+            return fn(z.reshape(-1, shape[-1])).reshape(*shape)
+        return softmax(z) if self.output == "softmax" else sigmoid(z)
 
     def backward(self, cache, dz):
         """Backward from ∂L/∂z (…, O); returns ``(grads, d_features)``."""
+        be = self._backend
         lead, inputs, _ = cache
-        d = np.ascontiguousarray(dz, dtype=self.dtype).reshape(-1, self.out_features)
+        d = be.asarray(dz, "dz", self.dtype).reshape(-1, self.out_features)
+        kind = HIDDEN_ACTIVATIONS.index(self.hidden_activation)
         grads = {}
         for i in range(len(self.hidden), -1, -1):
             w, b = self._names(i)
-            h_in = inputs[i]
-            grads[w] = d.T @ h_in                                   # (F_{i+1}, F_i)
-            grads[b] = d.sum(axis=0)
-            d = d @ self.params[w]                                  # (M, F_i)
+            # dW = dᵀ·h_in (F_{i+1}, F_i), db = Σ_rows d, d ← d·W (M, F_i)
+            grads[w], grads[b], d = be.linear_backward(d, inputs[i], self.params[w])
             if i > 0:                                               # through the activation
-                h = inputs[i]
-                d = d * (1 - h * h) if self.hidden_activation == "tanh" else d * (h > 0)
+                be.act_grad_(d, inputs[i], kind)
         grads = {k: grads[k] for k in self.params}
         return grads, d.reshape(*lead, self.in_features)
 
     def backward_output(self, cache, dyhat):
-        """Backward from ∂L/∂ŷ, through g_y; returns ``(grads, d_features)``."""
+        """Backward from ∂L/∂ŷ, through g_y; returns ``(grads, d_features)`` (CPU)."""
+        if self.device != "cpu":
+            raise ValueError("backward_output runs on the CPU only; give the gradient on "
+                             "the logits to backward() instead")
         z = cache[2]
         dyhat = np.asarray(dyhat, dtype=self.dtype)
         if self.output == "softmax":

@@ -22,7 +22,7 @@ Per-step losses:
 """
 import numpy as np
 
-from .kernels import cpu
+from .kernels import backend_of, cpu
 
 REDUCTIONS = ("sum", "mean")
 LOSSES = ("cross_entropy", "mse", "bce")
@@ -37,12 +37,14 @@ def lengths_mask(lengths, T):
 
 
 def _as_steps(output, name):
-    """Output as (T, N, C), and whether it came as a single step (N, C)."""
-    if not isinstance(output, np.ndarray) or output.dtype.kind != "f":
+    """Output as (T, N, C), and whether it came as a single step (N, C). Device arrays
+    (a model on ``device="cuda"``) are accepted: the loss is then computed there."""
+    be = backend_of(output)
+    if be is None or np.dtype(output.dtype).kind != "f":
         raise TypeError(f"{name} must be a float ndarray, got "
                         f"{type(output).__name__} {getattr(output, 'dtype', '')}")
     if output.ndim == 2:
-        return output[None], True
+        return output.reshape(1, *output.shape), True
     if output.ndim != 3:
         raise ValueError(f"{name} must be (T, N, C) or (N, C), got shape {output.shape}")
     return output, False
@@ -55,7 +57,7 @@ def _weights(mask, T, N, reduction):
     if mask is None:
         m = np.ones((T, N))
     else:
-        m = np.asarray(mask)
+        m = _host(mask)
         if m.dtype.kind not in "biuf":
             raise TypeError(f"mask must hold bools or float weights, got dtype {m.dtype}")
         if m.ndim == 1 and T == 1:
@@ -82,7 +84,7 @@ def softmax_cross_entropy(logits, targets, mask=None, reduction="sum"):
     """
     z, single = _as_steps(logits, "logits")
     T, N, C = z.shape
-    y = np.asarray(targets)
+    y = _host(targets)
     if y.dtype.kind not in "iu":
         raise TypeError(f"targets for cross_entropy must be integer class ids, got dtype "
                         f"{y.dtype}")
@@ -100,14 +102,23 @@ def softmax_cross_entropy(logits, targets, mask=None, reduction="sum"):
         raise ValueError(f"targets must be class ids in [0, {C}), got values from "
                          f"{y[counted].min()} to {y[counted].max()}")
     y = np.where(counted, y, 0)
+    if backend_of(z) is not cpu:                      # on the GPU: one kernel, rows back
+        loss, dz = backend_of(z).row_loss("cross_entropy", z.reshape(T * N, C), y, w)
+        return loss, dz.reshape(*logits.shape)
     z2 = np.ascontiguousarray(z).reshape(T * N, C)
     dz = np.empty_like(z2)
     loss = cpu.softmax_xent(z2, y, w, dz)
     return float(loss), dz.reshape(logits.shape)
 
 
+def _host(a):
+    """Targets and masks are small and validated on the host: device arrays come back."""
+    be = backend_of(a)
+    return np.asarray(a if be is None else be.to_host(a))
+
+
 def _matching_targets(output, targets, name):
-    y = np.asarray(targets)
+    y = _host(targets)
     if y.dtype.kind != "f":
         raise TypeError(f"targets for {name} must be floats, got dtype {y.dtype}")
     if y.shape != output.shape:
@@ -121,6 +132,11 @@ def mse(pred, targets, mask=None, reduction="sum"):
     p3, _ = _as_steps(pred, "pred")
     y = _matching_targets(pred, targets, "mse").reshape(p3.shape)
     T, N, C = p3.shape
+    if backend_of(pred) is not cpu:
+        w = _weights(mask, T, N, reduction)
+        loss, grad = backend_of(pred).row_loss("mse", p3.reshape(T * N, C),
+                                               y.reshape(T * N, C), w)
+        return loss, grad.reshape(*pred.shape)
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
     diff = np.where(w > 0, p3 - y, 0)           # masked steps count for nothing, even NaN
     loss = float(np.sum(w * diff.astype(np.float64) ** 2) / C)
@@ -135,6 +151,11 @@ def bce_with_logits(logits, targets, mask=None, reduction="sum"):
     if ((y < 0) | (y > 1)).any():
         raise ValueError("targets for bce must lie in [0, 1]")
     T, N, C = z3.shape
+    if backend_of(logits) is not cpu:
+        w = _weights(mask, T, N, reduction)
+        loss, grad = backend_of(logits).row_loss("bce", z3.reshape(T * N, C),
+                                                 y.reshape(T * N, C), w)
+        return loss, grad.reshape(*logits.shape)
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
     counted = w > 0                              # masked steps count for nothing, even NaN
     z64 = np.where(counted, z3.astype(np.float64), 0.0)

@@ -17,10 +17,11 @@ import numpy as np
 from . import _validate as V
 from .layers import Head, softmax
 from .losses import LOSSES, OUTPUT_ACTIVATION, get_loss, lengths_mask
+from .kernels import backend_of
 from .rnn import RNN, atomic_savez, read_npz
 
 _RNN_KW = ("num_layers", "nonlinearity", "bidirectional", "dropout", "init",
-           "spectral_radius", "parallel")
+           "spectral_radius", "parallel", "device")
 
 
 class _Model:
@@ -41,6 +42,11 @@ class _Model:
     def _split(self, grads_by_part):
         return {f"{part}.{k}": v for part, g in grads_by_part.items() for k, v in g.items()}
 
+    def _rnn_input(self, x):
+        """``x`` on the RNN's device (a model on the GPU copies host data over once),
+        so that its outputs, the head and the loss stay there."""
+        return self.rnn._backend.asarray(x, "x", self.dtype)
+
     def _through_rnn(self, loss, g_head, d_out, h_n, cache, z, return_info):
         """Finish ``loss_and_grad`` of an rnn + head model: BPTT from ∂L/∂out."""
         g_rnn, _, _ = self.rnn.backward(cache, d_out)
@@ -59,12 +65,12 @@ class _Model:
             arr = V.float_array(v, f"params[{k!r}]", self.dtype)
             V.expect_shape(arr, f"params[{k!r}]", own[k].shape, "")
         for k, v in params.items():
-            own[k][...] = v
+            backend_of(own[k]).assign_(own[k], v)
 
     def save(self, path):
         """Config and weights as ``.npz`` (no pickle), written atomically."""
         import json
-        arrays = dict(self.params)
+        arrays = {k: np.asarray(_host(v)) for k, v in self.params.items()}
         arrays["__numba_rnn_model__"] = np.array(json.dumps(
             {"class": type(self).__name__, "config": self.config}))
         atomic_savez(path, arrays)
@@ -91,8 +97,13 @@ def _rnn_kwargs(kw):
     return {k: kw[k] for k in _RNN_KW if k in kw}
 
 
+def _host(a):
+    be = backend_of(a)
+    return a if be is None else be.to_host(a)
+
+
 def _float_targets_or_ids(loss, y, name="y"):
-    arr = np.asarray(y)
+    arr = np.asarray(_host(y))
     if loss == "cross_entropy" and arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integer class ids for loss='cross_entropy', "
                         f"got dtype {arr.dtype}")
@@ -131,7 +142,7 @@ class ManyToMany(_Model):
                        **rnn_kwargs)
         self.head = Head(self.rnn.num_directions * hidden_size, output_size,
                          hidden=head_hidden, output=OUTPUT_ACTIVATION[self.loss],
-                         dtype=dtype, rng=rng.integers(2**63))
+                         dtype=dtype, rng=rng.integers(2**63), device=self.rnn.device)
         self.config = dict(input_size=input_size, hidden_size=hidden_size,
                            output_size=output_size, loss=loss, reduction=reduction,
                            head_hidden=list(head_hidden), dtype=np.dtype(dtype).name,
@@ -140,7 +151,7 @@ class ManyToMany(_Model):
     def forward(self, x, *, h0=None, lengths=None):
         """Predictions ŷ (T, N, O) at every step (zero rows past ``lengths`` are not
         meaningful), and the final state h_n."""
-        out, h_n = self.rnn(x, h0, lengths=lengths)
+        out, h_n = self.rnn(self._rnn_input(x), h0, lengths=lengths)
         return self.head.forward(out), h_n
 
     def loss_and_grad(self, x, y, *, mask=None, lengths=None, h0=None, return_info=False):
@@ -159,7 +170,7 @@ class ManyToMany(_Model):
             ``hidden_grad_norms``) and the logits.
         """
         y = _float_targets_or_ids(self.loss, y)
-        out, h_n, cache = self.rnn.forward(x, h0, lengths=lengths)
+        out, h_n, cache = self.rnn.forward(self._rnn_input(x), h0, lengths=lengths)
         z, head_cache = self.head.logits(out)                          # (T, N, O)
         mask = _combine(mask, lengths, out.shape[0])
         loss, dz = get_loss(self.loss)(z, y, mask, self.reduction)
@@ -210,6 +221,9 @@ class OneToMany(ManyToMany):
                              f"'argmax' or 'sample' for classes, 'value' otherwise")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if self.rnn.device != "cpu":
+            raise ValueError("generate runs on the CPU only in this version: save the model "
+                             "and load it with load_model(path), which builds it on the CPU")
         rng = np.random.default_rng(rng)
         D = self.rnn.input_size
         x, unbatched = self._start_input(start)
@@ -266,23 +280,22 @@ class ManyToOne(_Model):
     def _last(self, out, lengths):
         T, N, _ = out.shape
         last = np.full(N, T - 1) if lengths is None else np.asarray(lengths) - 1
-        return last, out[last, np.arange(N)]                          # (N, F)
+        return last, self.rnn._backend.gather_steps(out, last)        # (N, F)
 
     def forward(self, x, *, h0=None, lengths=None):
         """Predictions ŷ (N, O)."""
-        out, _ = self.rnn(x, h0, lengths=lengths)
+        out, _ = self.rnn(self._rnn_input(x), h0, lengths=lengths)
         return self.head.forward(self._last(out, lengths)[1])
 
     def loss_and_grad(self, x, y, *, lengths=None, h0=None, return_info=False):
         """Loss at the last valid step. ``y``: (N,) class ids or (N, O) floats."""
         y = _float_targets_or_ids(self.loss, y)
-        out, h_n, cache = self.rnn.forward(x, h0, lengths=lengths)
+        out, h_n, cache = self.rnn.forward(self._rnn_input(x), h0, lengths=lengths)
         last, feats = self._last(out, lengths)
         z, head_cache = self.head.logits(feats)                        # (N, O)
         loss, dz = get_loss(self.loss)(z, y, None, self.reduction)
         g_head, d_feats = self.head.backward(head_cache, dz)
-        d_out = np.zeros_like(out)
-        d_out[last, np.arange(out.shape[1])] = d_feats
+        d_out = self.rnn._backend.scatter_steps(d_feats, last, out.shape)
         return self._through_rnn(loss, g_head, d_out, h_n, cache, z, return_info)
 
 
@@ -296,10 +309,10 @@ class OneToOne(ManyToOne):
         return super().loss_and_grad(self._one_step(x), y, h0=h0, return_info=return_info)
 
     def _one_step(self, x):
-        x = V.float_array(x, "x", self.dtype)
+        x = self._rnn_input(x)
         if x.ndim != 2:
             raise ValueError(f"x must be (N, D) for a one-to-one model, got shape {x.shape}")
-        return x[None]
+        return x.reshape(1, *x.shape)
 
 
 class Seq2Seq(_Model):

@@ -325,7 +325,7 @@ class RNN:
     def _check_memory(self, x, keep):
         """Fail before converting or allocating anything if the pass cannot fit."""
         shape = getattr(x, "shape", None)
-        shape = np.shape(x) if shape is None else shape
+        shape = np.shape(x) if shape is None else tuple(shape)
         if len(shape) == 2:
             T, N = shape[0], 1
         elif len(shape) == 3:

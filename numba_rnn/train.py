@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .kernels import backend_of
 from .clip import NonFiniteGradientWarning, clip_grad_norm, clip_grad_value, total_norm
 from .optim import OPTIMIZERS, make_optimizer
 from .rnn import atomic_savez, read_npz
@@ -129,12 +130,19 @@ def _eval(model, batches):
 
 
 def _snapshot(params):
-    return {k: v.copy() for k, v in params.items()}
+    """Copies of the parameters, on their own device."""
+    return {k: backend_of(v).copy(v) for k, v in params.items()}
 
 
 def _restore(params, snap):
     for k, v in snap.items():
-        params[k][...] = v
+        backend_of(params[k]).assign_(params[k], v)
+
+
+def _host_arrays(arrays):
+    """Arrays for a checkpoint: device arrays are copied to the host."""
+    return {k: backend_of(v).to_host(v) if backend_of(v) is not None else v
+            for k, v in arrays.items()}
 
 
 def fit(model, data, *, steps=1000, batch_size=32, optimizer="adam", lr=1e-3,
@@ -378,6 +386,7 @@ def save_checkpoint(path, model, opt, rng, history, state):
             "bad_evals": state.bad_evals, "pos": state.pos,
             "starts": sorted(state.starts), "stop_reason": history.stop_reason,
             "data_pos": data_state.get("pos")}
+    arrays = _host_arrays(arrays)
     arrays["__meta__"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
 

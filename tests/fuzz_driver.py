@@ -251,7 +251,7 @@ def loss_case(data):
         y = {"range": y + C, "dtype": y.astype(float), "shape": y[..., None]}.get(tgt_kind, y)
     else:
         y = rng.uniform(0, 1, shape)
-        y = {"range": y * 3 - 1 if name == "bce" else y, "dtype": (y > 0.5),
+        y = {"range": y + 1.5 if name == "bce" else y, "dtype": (y > 0.5),
              "shape": y[..., None]}.get(tgt_kind, y)
     mask = {"none": None, "bool": rng.random(steps) < 0.7, "weights": rng.random(steps),
             "negative": -rng.random(steps), "shape": rng.random((T + 1, N))}[mask_kind]

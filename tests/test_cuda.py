@@ -357,3 +357,85 @@ def test_every_kernel_compiles_for_the_gpu_and_float32_stays_float32():
     if "FAILURES" not in text and ("NVVM" in text or "nvvm" in text):
         pytest.skip("NVVM (the CUDA compiler library) is not installed here")
     assert "FAILURES 0" in text, text[-4000:]
+
+
+def test_saturation_and_nonfinite_reporting_on_cuda():
+    g = nr.RNN(1, 3, device="cuda", dtype=np.float64, seed=0)
+    W = host(g.params["W_ax_l0"])
+    W[:] = 1.0
+    g.params["W_ax_l0"] = dev(W)
+    x = np.array([25.0, -25.0, 1e30, -1e4]).reshape(4, 1, 1)
+    out, _, cache = g.forward(x)
+    np.testing.assert_array_equal(np.abs(out), np.ones_like(out))       # exactly ±1
+    grads, _, _ = g.backward(cache, np.ones_like(out), keep_deltas=True)
+    np.testing.assert_array_equal(host(cache.deltas["l0"]), 0.0)         # 1 - 1² = 0
+    assert all(np.isfinite(host(v)).all() for v in grads.values())
+    x[2] = np.nan
+    out, _, cache = g.forward(x)
+    assert np.isnan(out[2:]).all()
+    with pytest.warns(nr.NonFiniteGradientWarning, match="non-finite gradients"):
+        g.backward(cache, np.ones_like(out))
+
+
+# ---------------------------------------------------------------------- models and fit
+MODEL_CASES = [("ManyToMany", "cross_entropy", dict(head_hidden=(3,))),
+               ("ManyToMany", "mse", dict(bidirectional=True)),
+               ("ManyToMany", "bce", dict(num_layers=2, nonlinearity="relu")),
+               ("ManyToOne", "cross_entropy", dict(bidirectional=True)),
+               ("OneToOne", "mse", dict(head_hidden=(4,)))]
+
+
+def _model_twins(arch, loss, kw):
+    make = getattr(nr, arch)
+    return (make(3, 4, 3, loss=loss, dtype=np.float64, seed=5, **kw),
+            make(3, 4, 3, loss=loss, dtype=np.float64, seed=5, device="cuda", **kw))
+
+
+def _model_batch(arch, loss, rng, T=4, N=3):
+    x = rng.standard_normal((N, 3) if arch == "OneToOne" else (T, N, 3))
+    steps = (T, N) if arch == "ManyToMany" else (N,)
+    y = rng.integers(0, 3, steps) if loss == "cross_entropy" else \
+        rng.uniform(0, 1, (*steps, 3))
+    return x, y
+
+
+@pytest.mark.parametrize("arch,loss,kw", MODEL_CASES, ids=[f"{a}-{b}" for a, b, _ in MODEL_CASES])
+def test_models_on_cuda_match_cpu(arch, loss, kw):
+    cpu_model, gpu_model = _model_twins(arch, loss, kw)
+    x, y = _model_batch(arch, loss, np.random.default_rng(1))
+    extra = {"lengths": np.array([4, 2, 3])} if arch == "ManyToOne" else {}
+    L, grads = cpu_model.loss_and_grad(x, y, **extra)
+    L_g, grads_g = gpu_model.loss_and_grad(x, y, **extra)
+    assert L_g == pytest.approx(L, rel=1e-12)
+    assert set(grads_g) == set(grads)
+    for k in grads:
+        assert gpu.is_array(grads_g[k])
+        assert_close(grads_g[k], grads[k])
+    pred = cpu_model.forward(x, **extra)
+    pred_g = gpu_model.forward(x, **extra)
+    assert_close(pred_g[0] if isinstance(pred_g, tuple) else pred_g,
+                 pred[0] if isinstance(pred, tuple) else pred)
+
+
+def test_fit_on_cuda_matches_cpu_and_resumes(tmp_path):
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((5, 12, 3)), rng.integers(0, 3, (5, 12))
+
+    def data():                          # ArrayData keeps its epoch order: one per run
+        return nr.ArrayData(x=x, y=y)
+    models = _model_twins("ManyToMany", "cross_entropy", {})
+    hists = [nr.fit(m, data(), steps=4, batch_size=4, clip_norm=0.5, progress=False,
+                    checkpoint=tmp_path / f"{i}.npz") for i, m in enumerate(models)]
+    assert hists[1].loss == pytest.approx(hists[0].loss, rel=1e-10)
+    for k, v in models[0].params.items():
+        assert gpu.is_array(models[1].params[k])
+        assert_close(models[1].params[k], v)
+    again = _model_twins("ManyToMany", "cross_entropy", {})[1]      # resume on the GPU
+    nr.fit(again, data(), steps=6, batch_size=4, clip_norm=0.5, progress=False,
+           checkpoint=tmp_path / "1.npz", resume=True)
+    nr.fit(models[0], data(), steps=6, batch_size=4, clip_norm=0.5, progress=False,
+           checkpoint=tmp_path / "0.npz", resume=True)
+    for k, v in models[0].params.items():
+        assert_close(again.params[k], v)
+    with pytest.raises(ValueError, match="generate runs on the CPU"):
+        nr.OneToMany(3, 4, loss="mse", device="cuda").generate(np.zeros(3), 2, mode="value")

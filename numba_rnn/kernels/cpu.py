@@ -405,3 +405,5 @@ from .cpu_arrays import (add_, asarray, assign_, concat_last, copy, dropout_mask
                          empty, from_host, inplace_view, is_array, mul_, nonfinite,
                          on_device, swap01, synchronize, take_last, to_host, zero_padding,
                          zeros)
+from .cpu_arrays import (act_, act_grad_, gather_steps, linear, linear_backward,  # noqa: E402,F401
+                         scatter_steps)

@@ -106,3 +106,41 @@ def nonfinite(a):
 
 def synchronize():
     """Nothing runs asynchronously on the CPU."""
+
+
+# --- output heads: dense layers, activations, picking steps ------------------------
+def linear(h, W, b):
+    """``h·Wᵀ + b``: (M, F) → (M, O)."""
+    return h @ W.T + b
+
+
+def linear_backward(d, h_in, W):
+    """Gradients of :func:`linear` from ``d`` (M, O): ``(dW, db, d_in)``."""
+    return d.T @ h_in, d.sum(axis=0), d @ W
+
+
+def act_(h, kind):
+    """tanh (kind 0) or relu (kind 1) in place."""
+    if kind == 0:
+        np.tanh(h, out=h)
+    else:
+        np.maximum(h, 0, out=h)                  # NaN propagates
+    return h
+
+
+def act_grad_(d, h, kind):
+    """``d *= g'(z)`` in place, written with h = g(z)."""
+    d *= (1 - h * h) if kind == 0 else (h > 0)
+    return d
+
+
+def gather_steps(out, last):
+    """``out[last[n], n]`` for every n: (T, N, F) → (N, F)."""
+    return out[last, np.arange(out.shape[1])]
+
+
+def scatter_steps(d_feats, last, shape):
+    """A zero (T, N, F) array with ``[last[n], n] = d_feats[n]``."""
+    d_out = np.zeros(shape, dtype=d_feats.dtype)
+    d_out[last, np.arange(shape[1])] = d_feats
+    return d_out

@@ -21,6 +21,7 @@ from numba import cuda
 from .. import _validate as V
 from . import CudaUnavailableError
 from . import cuda_arrays as ca
+from . import cuda_layers as cl
 from . import cuda_products as cp
 from . import cuda_recurrence as cr
 from .cuda_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: F401
@@ -450,3 +451,77 @@ def nonfinite(a):
     if a.size:
         ca.any_nonfinite[ca.launch_1d(a.size)](_flat(a), flag)
     return bool(flag.copy_to_host()[0])
+
+
+# ---------------------------------------------------------------------- output heads
+def linear(h, W, b):
+    """``h·Wᵀ + b``: (M, F) → (M, O), one GEMM."""
+    return gemm(h, W, trans_b=True, bias=b)
+
+
+def linear_backward(d, h_in, W):
+    """Gradients of :func:`linear` from ``d`` (M, O): ``(dW, db, d_in)``."""
+    db = empty((d.shape[1],), d.dtype)
+    cp.colsum[ca.launch_1d(d.shape[1])](d, db)
+    return gemm(d, h_in, trans_a=True), db, gemm(d, W)
+
+
+def act_(h, kind):
+    """tanh (kind 0) or relu (kind 1) in place."""
+    if h.size:
+        cl.act_[ca.launch_1d(h.size)](_flat(h), kind)
+    return h
+
+
+def act_grad_(d, h, kind):
+    """``d *= g'(z)`` in place, written with h = g(z)."""
+    if d.size:
+        cl.act_grad_[ca.launch_1d(d.size)](_flat(d), _flat(h), kind)
+    return d
+
+
+def softmax(z):
+    """Row softmax of a 2-D device array (a new array)."""
+    out = empty(z.shape, z.dtype)
+    cl.softmax_rows[ca.launch_1d(z.shape[0])](z, out)
+    return out
+
+
+def sigmoid(z):
+    out = copy(z)
+    if out.size:
+        cl.sigmoid_[ca.launch_1d(out.size)](_flat(out))
+    return out
+
+
+def gather_steps(out, last):
+    """``out[last[n], n]`` for every n: (T, N, F) → (N, F)."""
+    N, F = out.shape[1], out.shape[2]
+    feats = empty((N, F), out.dtype)
+    cl.gather_steps[ca.launch_1d(N * F)](out, lengths_array(last, 0, N), feats)
+    return feats
+
+
+def scatter_steps(d_feats, last, shape):
+    """A zero (T, N, F) array with ``[last[n], n] = d_feats[n]``."""
+    d_out = zeros(shape, d_feats.dtype)
+    N, F = d_feats.shape
+    cl.scatter_steps[ca.launch_1d(N * F)](d_feats, lengths_array(last, 0, N), d_out)
+    return d_out
+
+
+def row_loss(name, z, y, w):
+    """Loss rows on the device: ``(L, dL/dz)`` for ``name`` in cross_entropy/mse/bce.
+
+    ``z`` (M, C) device logits or predictions; ``y`` (M,) int64 ids or (M, C) floats and
+    ``w`` (M,) float64 row weights, from the host (one copy each); the per-row losses
+    come back (M float64) and are added in order on the host, as on the CPU.
+    """
+    M, C = z.shape
+    y = cuda.to_device(np.ascontiguousarray(y))
+    w = cuda.to_device(np.ascontiguousarray(w, dtype=np.float64))
+    grad = empty((M, C), z.dtype)
+    rows = cuda.device_array(M, dtype=np.float64)
+    kernel = {"cross_entropy": cl.softmax_xent, "mse": cl.mse_rows, "bce": cl.bce_rows}[name]
+    kernel[ca.launch_1d(M)](z, y, w, grad, rows)
+    return float(np.sum(rows.copy_to_host())), grad
