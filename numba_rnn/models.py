@@ -44,7 +44,9 @@ class _Model:
 
     def _rnn_input(self, x):
         """``x`` on the RNN's device (a model on the GPU copies host data over once),
-        so that its outputs, the head and the loss stay there."""
+        so that its outputs, the head and the loss stay there. A pass that cannot fit
+        in memory fails here, before ``x`` is converted."""
+        self.rnn._check_memory(x, keep=True)
         return self.rnn._backend.asarray(x, "x", self.dtype)
 
     def _through_rnn(self, loss, g_head, d_out, h_n, cache, z, return_info):

@@ -11,6 +11,7 @@ import numba.cuda.dispatcher as _dispatcher
 from numba import cuda, types
 
 from numba_rnn.kernels import cuda_arrays as ca
+from numba_rnn.kernels import cuda_layers as cl
 from numba_rnn.kernels import cuda_optim as co
 from numba_rnn.kernels import cuda_products as cp
 from numba_rnn.kernels import cuda_recurrence as cr
@@ -78,5 +79,16 @@ for dt in (types.float32, types.float64):
     check(co._adam, (A1,) * 5 + (dt,) * 9 + (b1, b1), f"adam[{dt}]", f32)
     check(co._rmsprop, (A1,) * 4 + (dt,) * 6, f"rmsprop[{dt}]", f32)
     check(co._adagrad, (A1,) * 3 + (dt,) * 3, f"adagrad[{dt}]", f32)
+for dt in (types.float32, types.float64):
+    A3, A2, A1, L, R = arr(dt, 3), arr(dt, 2), arr(dt, 1), arr(i64, 1), arr(f64, 1)
+    check(cl.act_, (A1, i64), f"act_[{dt}]", False)
+    check(cl.act_grad_, (A1, A1, i64), f"act_grad_[{dt}]", False)
+    check(cl.softmax_rows, (A2, A2), f"softmax_rows[{dt}]", False)
+    check(cl.sigmoid_, (A1,), f"sigmoid_[{dt}]", False)
+    check(cl.gather_steps, (A3, L, A2), f"gather_steps[{dt}]", False)
+    check(cl.scatter_steps, (A2, L, A3), f"scatter_steps[{dt}]", False)
+    check(cl.softmax_xent, (A2, L, R, A2, R), f"softmax_xent[{dt}]", False)
+    check(cl.mse_rows, (A2, A2, R, A2, R), f"mse_rows[{dt}]", False)
+    check(cl.bce_rows, (A2, A2, R, A2, R), f"bce_rows[{dt}]", False)
 check(cp.finish_norm, (arr(f64, 1), f64, f64, arr(f64, 1)), "finish_norm", False)
 print("FAILURES", failures)

@@ -137,6 +137,7 @@ def bce_rows(z, y, w, grad, loss_rows):
             zc, yc = 0.0, 0.0
             if w[m] > 0:
                 zc, yc = float(z[m, c]), float(y[m, c])
-            acc += max(zc, 0.0) - zc * yc + math.log1p(math.exp(-abs(zc)))
+            relu = zc if zc > 0.0 else 0.0       # (no builtin max: see cuda_recurrence)
+            acc += relu - zc * yc + math.log1p(math.exp(-abs(zc)))
             grad[m, c] = (0.5 * (1.0 + math.tanh(0.5 * zc)) - yc) * w[m] / C
         loss_rows[m] = w[m] * acc / C
