@@ -17,15 +17,36 @@ against finite differences and explicit Jacobians live in the tests).
 ``layer`` and ``direction`` ("forward" or "reverse") select the layer-direction; for
 the reverse direction time runs backwards, so "the last step" is t = 0.
 """
+import functools
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from .kernels import NONLINEARITIES, cpu
+from .kernels import NONLINEARITIES, backend_of, cpu
 from .rnn import RNN
 
 #: sup |g'(z)| of each activation: the γ in the gradient bounds
 DERIVATIVE_BOUND = {"tanh": 1.0, "relu": 1.0}
+
+
+def _host(a):
+    be = backend_of(a)
+    return a if be is None or be is cpu else be.to_host(a)
+
+
+def _on_cpu(fn):
+    """Analysis runs on the CPU. For an RNN on the GPU the weights are copied to a CPU
+    twin once per call and device arrays come back to the host: the numbers are the
+    CPU kernels' (the GPU's agree to rounding), and nothing here is time-critical."""
+    @functools.wraps(fn)
+    def wrapper(rnn, *args, **kwargs):
+        if isinstance(rnn, RNN) and rnn.device != "cpu":
+            twin = RNN(**dict(rnn.config(), device="cpu"), parallel=rnn.parallel)
+            twin.params = {k: _host(v) for k, v in rnn.params.items()}
+            rnn = twin
+        return fn(rnn, *(_host(a) for a in args), **{k: _host(v) for k, v in kwargs.items()})
+    return wrapper
 
 
 def _suffix(rnn, layer, direction):
@@ -63,9 +84,10 @@ def output_grad(model, **batch):
     ∂L/∂out, ready for :func:`hidden_grad_norms`, :func:`temporal_credit`, …"""
     _, _, info = model.loss_and_grad(**batch, return_info=True)
     x = batch.get("x", batch.get("src"))
-    return np.asarray(x), info["d_out"]
+    return np.asarray(_host(x)), _host(info["d_out"])
 
 
+@_on_cpu
 def hidden_grad_norms(rnn, x, d_out, d_hn=None, *, h0=None, lengths=None, per_sample=False):
     """‖∂L/∂a⟨t⟩‖ for every step, layer and direction.
 
@@ -79,6 +101,7 @@ def hidden_grad_norms(rnn, x, d_out, d_hn=None, *, h0=None, lengths=None, per_sa
     return {k: (v if per_sample else v.mean(axis=1)) for k, v in norms.items()}
 
 
+@_on_cpu
 def temporal_credit(rnn, x, d_out, *, h0=None, layer=0, direction="forward",
                     per_sample=False):
     """C[t, k] = ‖∂L⟨t⟩/∂a⟨k⟩‖, where L⟨t⟩ is the loss at step t alone.
@@ -124,6 +147,7 @@ def _user_layout(d, cache):
     return d.transpose(1, 0, 2) if cache.batch_first else d
 
 
+@_on_cpu
 def weight_grad_contributions(rnn, x, d_out, *, h0=None, layer=0, direction="forward"):
     """‖Σ_n δ⟨t,n⟩ a⟨t-1,n⟩ᵀ‖_F for every t: the size of step t's term in ∂L/∂W_aa.
 
@@ -183,6 +207,7 @@ def _jacobian_products(rnn, x, h0, layer, direction):
         log_scale = log_scale + np.log(s)
 
 
+@_on_cpu
 def jacobian_norms(rnn, x, h0=None, layer=0, *, direction="forward", log=False):
     """J[k] = batch mean of ‖∂a⟨T-1⟩/∂a⟨k⟩‖₂ (spectral norm), so J[T-1] = 1.
 
@@ -203,6 +228,7 @@ def _length(rnn, x):
     return x.shape[1] if (rnn.batch_first and x.ndim == 3) else x.shape[0]
 
 
+@_on_cpu
 def jacobian_singular_values(rnn, x, h0=None, layer=0, *, k=0, direction="forward",
                              log=False):
     """Singular values of ∂a⟨T-1⟩/∂a⟨k⟩ per sample, descending: (N, H).
@@ -218,6 +244,7 @@ def jacobian_singular_values(rnn, x, h0=None, layer=0, *, k=0, direction="forwar
     raise ValueError(f"k must be a time step in [0, {_length(rnn, x)}), got {k}")
 
 
+@_on_cpu
 def lyapunov_exponents(rnn, x, h0=None, layer=0, *, direction="forward", n_exponents=None):
     """Finite-time Lyapunov exponents of the hidden dynamics along the trajectory.
 
@@ -248,6 +275,7 @@ def lyapunov_exponents(rnn, x, h0=None, layer=0, *, direction="forward", n_expon
     return out
 
 
+@_on_cpu
 def weight_spectrum(rnn, layer=0, *, direction="forward"):
     """Eigenvalues, singular values, spectral radius ρ and norm ‖W_aa‖₂ of W_aa."""
     _, key = _suffix(rnn, layer, direction)
@@ -258,6 +286,7 @@ def weight_spectrum(rnn, layer=0, *, direction="forward"):
             "spectral_radius": float(np.max(np.abs(eig))), "spectral_norm": float(sv[0])}
 
 
+@_on_cpu
 def gradient_bound(rnn, T, layer=0, *, direction="forward"):
     """The theory next to the measured curves, for k = 0 … T-1.
 

@@ -223,31 +223,28 @@ class OneToMany(ManyToMany):
                              f"'argmax' or 'sample' for classes, 'value' otherwise")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if self.rnn.device != "cpu":
-            raise ValueError("generate runs on the CPU only in this version: save the model "
-                             "and load it with load_model(path), which builds it on the CPU")
         rng = np.random.default_rng(rng)
+        be = self.rnn._backend
         D = self.rnn.input_size
-        x, unbatched = self._start_input(start)
+        on_device = be.on_device(start)
+        x, unbatched = self._start_input(_host(start))
+        x = be.from_host(x)                                            # (N, D)
+        N = x.shape[0]
         h = h0
         outputs = []
         for _ in range(steps):
-            out, h = self.rnn(x[None], h)                              # one step, (1, N, H)
+            out, h = self.rnn(x.reshape(1, N, D), h)                   # one step, (1, N, H)
             z, _ = self.head.logits(out[0])                            # (N, O)
             if mode == "value":
-                y = self.head.activate(z)
-                x = y.astype(self.dtype)
+                y = x = self.head.activate(z)
             else:
-                if mode == "argmax":
-                    ids = z.argmax(axis=1)
-                else:
-                    p = softmax(z.astype(np.float64) / temperature)
-                    ids = (p.cumsum(axis=1) > rng.random((len(p), 1))).argmax(axis=1)
-                y = ids
-                x = np.eye(D, dtype=self.dtype)[ids]
+                ids = (be.argmax_rows(z) if mode == "argmax" else
+                       be.sample_rows(z, temperature, rng.random((N, 1))))
+                y, x = ids, be.one_hot(ids, D, self.dtype)
             outputs.append(y)
-        result = np.stack(outputs)
-        return result[:, 0] if unbatched else result
+        result = be.stack(outputs)
+        result = result[:, 0] if unbatched else result
+        return result if on_device else be.to_host(result)
 
     def _start_input(self, start):
         D = self.rnn.input_size

@@ -437,5 +437,39 @@ def test_fit_on_cuda_matches_cpu_and_resumes(tmp_path):
            checkpoint=tmp_path / "0.npz", resume=True)
     for k, v in models[0].params.items():
         assert_close(again.params[k], v)
-    with pytest.raises(ValueError, match="generate runs on the CPU"):
-        nr.OneToMany(3, 4, loss="mse", device="cuda").generate(np.zeros(3), 2, mode="value")
+
+
+def test_analysis_accepts_a_gpu_model_and_device_arrays():
+    rnn, g, x, h0, d_out, _ = _twins(True, 1, "tanh", False)
+    A = nr.analysis
+    for fn, args in [(A.hidden_grad_norms, (x, d_out)), (A.temporal_credit, (x, d_out)),
+                     (A.jacobian_norms, (x,)), (A.lyapunov_exponents, (x,))]:
+        want = fn(rnn, *args)
+        got = fn(g, *(dev(a) for a in args))
+        if isinstance(want, dict):
+            for k in want:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-10)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-10)
+    spec, spec_g = A.weight_spectrum(rnn), A.weight_spectrum(g)
+    for k in spec:
+        np.testing.assert_allclose(spec_g[k], spec[k])
+
+
+@pytest.mark.parametrize("loss,mode", [("cross_entropy", "argmax"), ("cross_entropy", "sample"),
+                                       ("mse", "value")])
+def test_generate_on_cuda_matches_cpu(loss, mode):
+    make = nr.OneToMany
+    m = make(4, 6, loss=loss, dtype=np.float64, seed=3)
+    g = make(4, 6, loss=loss, dtype=np.float64, seed=3, device="cuda")
+    start = np.array([0, 2, 3]) if loss == "cross_entropy" else \
+        np.random.default_rng(0).standard_normal((3, 4))
+    want = m.generate(start, 5, mode=mode, temperature=0.7, rng=11)
+    got = g.generate(start, 5, mode=mode, temperature=0.7, rng=11)
+    assert isinstance(got, np.ndarray) and got.shape == want.shape
+    if mode == "value":
+        assert_close(got, want)
+    else:
+        np.testing.assert_array_equal(got, want)
+    on_dev = g.generate(dev(start), 3, mode=mode, temperature=0.7, rng=11)   # device in, out
+    assert gpu.is_array(on_dev)

@@ -144,3 +144,24 @@ def scatter_steps(d_feats, last, shape):
     d_out = np.zeros(shape, dtype=d_feats.dtype)
     d_out[last, np.arange(shape[1])] = d_feats
     return d_out
+
+
+# --- generation --------------------------------------------------------------------
+def argmax_rows(z):
+    return z.argmax(axis=1)
+
+
+def sample_rows(z, temperature, u):
+    """Class ids drawn from softmax(z / temperature) with uniforms ``u`` (N, 1)."""
+    s = z.astype(np.float64) / temperature
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    return (p.cumsum(axis=1) > u).argmax(axis=1)
+
+
+def one_hot(ids, D, dtype):
+    return np.eye(D, dtype=dtype)[ids]
+
+
+def stack(arrays):
+    return np.stack(arrays)

@@ -525,3 +525,32 @@ def row_loss(name, z, y, w):
     kernel = {"cross_entropy": cl.softmax_xent, "mse": cl.mse_rows, "bce": cl.bce_rows}[name]
     kernel[ca.launch_1d(M)](z, y, w, grad, rows)
     return float(np.sum(rows.copy_to_host())), grad
+
+
+# ---------------------------------------------------------------------- generation
+def argmax_rows(z):
+    ids = cuda.device_array(z.shape[0], dtype=np.int64)
+    cl.argmax_rows[ca.launch_1d(z.shape[0])](z, ids)
+    return ids
+
+
+def sample_rows(z, temperature, u):
+    """Class ids drawn from softmax(z / temperature) with the host's uniforms ``u``."""
+    ids = cuda.device_array(z.shape[0], dtype=np.int64)
+    u = cuda.to_device(np.ascontiguousarray(u, dtype=np.float64).reshape(-1))
+    cl.sample_rows[ca.launch_1d(z.shape[0])](z, float(temperature), u, ids)
+    return ids
+
+
+def one_hot(ids, D, dtype):
+    out = empty((ids.shape[0], D), dtype)
+    cl.one_hot[ca.launch_1d(ids.shape[0] * D)](ids, out)
+    return out
+
+
+def stack(arrays):
+    """Stack same-shaped device arrays along a new first axis."""
+    out = empty((len(arrays), *arrays[0].shape), arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        _copy(a, out[i])
+    return out

@@ -141,3 +141,49 @@ def bce_rows(z, y, w, grad, loss_rows):
             acc += relu - zc * yc + math.log1p(math.exp(-abs(zc)))
             grad[m, c] = (0.5 * (1.0 + math.tanh(0.5 * zc)) - yc) * w[m] / C
         loss_rows[m] = w[m] * acc / C
+
+
+@cuda.jit
+def argmax_rows(z, ids):
+    """``ids[m]`` = the first index of the largest entry of row m."""
+    m = cuda.grid(1)
+    if m < z.shape[0]:
+        best = 0
+        for c in range(1, z.shape[1]):
+            if z[m, c] > z[m, best]:
+                best = c
+        ids[m] = best
+
+
+@cuda.jit
+def sample_rows(z, temperature, u, ids):
+    """``ids[m]`` = the first c with Σ_{c' ≤ c} softmax(z[m] / temperature) > u[m]
+    (0 if rounding leaves the sum at or below u[m]), in float64 as on the CPU."""
+    m = cuda.grid(1)
+    if m < z.shape[0]:
+        C = z.shape[1]
+        mx = float(z[m, 0]) / temperature
+        for c in range(1, C):
+            v = float(z[m, c]) / temperature
+            if v > mx:
+                mx = v
+        s = 0.0
+        for c in range(C):
+            s += math.exp(float(z[m, c]) / temperature - mx)
+        acc = 0.0
+        ids[m] = 0
+        for c in range(C):
+            acc += math.exp(float(z[m, c]) / temperature - mx) / s
+            if acc > u[m]:
+                ids[m] = c
+                break
+
+
+@cuda.jit
+def one_hot(ids, out):
+    """``out[m] = e_{ids[m]}`` (out is (M, D))."""
+    i = cuda.grid(1)
+    M, D = out.shape
+    if i < M * D:
+        m = i // D
+        out[m, i - m * D] = 1 if i - m * D == ids[m] else 0
