@@ -15,7 +15,7 @@ cross_entropy ↔ softmax, mse ↔ identity, bce ↔ sigmoid.
 import numpy as np
 
 from . import _validate as V
-from .layers import Head, softmax
+from .layers import Head
 from .losses import LOSSES, OUTPUT_ACTIVATION, get_loss, lengths_mask
 from .kernels import backend_of
 from .rnn import RNN, atomic_savez, read_npz
@@ -344,13 +344,13 @@ class Seq2Seq(_Model):
     def __init__(self, src_size, tgt_vocab, hidden_size, *, dec_hidden=None, num_layers=1,
                  dec_layers=None, bidirectional=False, bos=0, nonlinearity="tanh",
                  init="uniform", spectral_radius=None, head_hidden=(), reduction="sum",
-                 dtype=np.float32, seed=None, parallel=False):
+                 dtype=np.float32, seed=None, parallel=False, device="cpu"):
         rng = np.random.default_rng(seed)
         dirs = 2 if bidirectional else 1
         dec_hidden = dirs * hidden_size if dec_hidden is None else dec_hidden
         dec_layers = num_layers if dec_layers is None else dec_layers
         common = dict(nonlinearity=nonlinearity, init=init, spectral_radius=spectral_radius,
-                      dtype=dtype, parallel=parallel)
+                      dtype=dtype, parallel=parallel, device=device)
         self.encoder = RNN(src_size, hidden_size, num_layers=num_layers,
                            bidirectional=bidirectional, seed=rng.integers(2**63), **common)
         self.decoder = RNN(tgt_vocab, dec_hidden, num_layers=dec_layers,
@@ -359,10 +359,10 @@ class Seq2Seq(_Model):
         self._parts = ("encoder", "decoder", "head")
         if not self.direct_bridge:
             self.bridge = Head(num_layers * dirs * hidden_size, dec_layers * dec_hidden,
-                               dtype=dtype, rng=rng.integers(2**63))
+                               dtype=dtype, rng=rng.integers(2**63), device=device)
             self._parts = ("encoder", "bridge", "decoder", "head")
         self.head = Head(dec_hidden, tgt_vocab, hidden=head_hidden, output="softmax",
-                         dtype=dtype, rng=rng.integers(2**63))
+                         dtype=dtype, rng=rng.integers(2**63), device=device)
         if not 0 <= bos < tgt_vocab:
             raise ValueError(f"bos must be a token id in [0, {tgt_vocab}), got {bos}")
         self.bos, self.reduction, self.tgt_vocab = bos, reduction, tgt_vocab
@@ -371,46 +371,44 @@ class Seq2Seq(_Model):
                            bidirectional=bidirectional, bos=bos, nonlinearity=nonlinearity,
                            init=init, spectral_radius=spectral_radius,
                            head_hidden=list(head_hidden), reduction=reduction,
-                           dtype=np.dtype(dtype).name, parallel=parallel)
+                           dtype=np.dtype(dtype).name, parallel=parallel, device=device)
 
     # encoder final states (L·dirs, N, H) ↔ decoder initial state (L_dec, N, H_dec)
     def _bridge(self, h_enc):
-        L, dirs = self.encoder.num_layers, self.encoder.num_directions
-        N, H = h_enc.shape[1], h_enc.shape[2]
-        per_layer = h_enc.reshape(L, dirs, N, H).transpose(0, 2, 1, 3).reshape(L, N, dirs * H)
-        if self.direct_bridge:
-            return np.ascontiguousarray(per_layer), None
-        flat = per_layer.transpose(1, 0, 2).reshape(N, L * dirs * H)      # (N, L·dirs·H)
-        z, cache = self.bridge.logits(flat)
-        h0 = np.tanh(z)
-        return np.ascontiguousarray(
-            h0.reshape(N, self.decoder.num_layers, -1).transpose(1, 0, 2)), (cache, h0)
-
-    def _bridge_backward(self, dh0_dec, bcache):
+        be = self.encoder._backend
         L, dirs = self.encoder.num_layers, self.encoder.num_directions
         H = self.encoder.hidden_size
-        N = dh0_dec.shape[1]
+        flat = be.layers_to_cols(h_enc)                                 # (N, L·dirs·H)
+        if self.direct_bridge:                                          # (L, N, dirs·H)
+            return be.cols_to_layers(flat, L, dirs * H), None
+        z, cache = self.bridge.logits(flat)
+        h0 = be.act_(be.copy(z), 0)                                     # tanh
+        return be.cols_to_layers(h0, self.decoder.num_layers, self.decoder.hidden_size), \
+            (cache, h0)
+
+    def _bridge_backward(self, dh0_dec, bcache):
+        be = self.encoder._backend
+        L, dirs = self.encoder.num_layers, self.encoder.num_directions
+        H = self.encoder.hidden_size
         grads = {}
-        if self.direct_bridge:
-            d_layer = dh0_dec
-        else:
+        d_cols = be.layers_to_cols(dh0_dec)                             # (N, L_dec·H_dec)
+        if not self.direct_bridge:
             cache, h0 = bcache
-            d_h0 = dh0_dec.transpose(1, 0, 2).reshape(N, -1)
-            grads, d_flat = self.bridge.backward(cache, d_h0 * (1 - h0 * h0))
-            d_layer = d_flat.reshape(N, L, dirs * H).transpose(1, 0, 2)
-        d_hn = d_layer.reshape(L, N, dirs, H).transpose(0, 2, 1, 3).reshape(L * dirs, N, H)
-        return grads, np.ascontiguousarray(d_hn)
+            grads, d_cols = self.bridge.backward(cache, be.act_grad_(d_cols, h0, 0))
+        return grads, be.cols_to_layers(d_cols, L * dirs, H)           # (L·dirs, N, H)
 
     def _teacher_inputs(self, tgt):
         T, N = tgt.shape
         prev = np.empty((T, N), dtype=np.int64)
         prev[0] = self.bos
         prev[1:] = tgt[:-1]
-        return np.eye(self.tgt_vocab, dtype=self.dtype)[prev]            # (T, N, V)
+        be = self.decoder._backend
+        ids = be.from_host(prev.reshape(-1))
+        return be.one_hot(ids, self.tgt_vocab, self.dtype).reshape(T, N, self.tgt_vocab)
 
     def _check_tgt(self, tgt, tgt_lengths):
         """Validate target ids; tokens past ``tgt_lengths`` (padding) become ``bos``."""
-        tgt = np.asarray(tgt)
+        tgt = np.asarray(_host(tgt))
         if tgt.dtype.kind not in "iu":
             raise TypeError(f"tgt must be integer token ids, got dtype {tgt.dtype}")
         if tgt.ndim != 2:
@@ -431,6 +429,7 @@ class Seq2Seq(_Model):
         ``src`` (T_src, N, src_size); ``tgt`` (T_tgt, N) token ids; lengths optional.
         """
         tgt = self._check_tgt(tgt, tgt_lengths)
+        src = self.encoder._backend.asarray(src, "src", self.dtype)
         _, h_enc, ecache = self.encoder.forward(src, lengths=src_lengths)
         h0_dec, bcache = self._bridge(h_enc)
         out, _, dcache = self.decoder.forward(self._teacher_inputs(tgt), h0_dec,
@@ -441,9 +440,10 @@ class Seq2Seq(_Model):
         g_head, d_out = self.head.backward(hcache, dz)
         g_dec, _, dh0_dec = self.decoder.backward(dcache, d_out)
         g_bridge, d_hn = self._bridge_backward(dh0_dec, bcache)
-        g_enc, _, _ = self.encoder.backward(ecache, np.zeros((ecache.T, ecache.N,
-                                            self.encoder.num_directions *
-                                            self.encoder.hidden_size), self.dtype), d_hn)
+        no_grad = self.encoder._backend.zeros(
+            (ecache.T, ecache.N, self.encoder.num_directions * self.encoder.hidden_size),
+            self.dtype)                                  # the loss reads only the final states
+        g_enc, _, _ = self.encoder.backward(ecache, no_grad, d_hn)
         parts = {"encoder": g_enc, "decoder": g_dec, "head": g_head}
         if not self.direct_bridge:
             parts["bridge"] = g_bridge
@@ -461,26 +461,24 @@ class Seq2Seq(_Model):
         max_len = V.positive_int(max_len, "max_len")
         V.choice(mode, "mode", ("greedy", "sample"))
         rng = np.random.default_rng(rng)
-        _, h_enc = self.encoder(src, lengths=src_lengths)
+        be = self.encoder._backend
+        on_device = be.on_device(src)
+        _, h_enc = self.encoder(be.asarray(src, "src", self.dtype), lengths=src_lengths)
         h, _ = self._bridge(h_enc)
-        N = h.shape[1]
-        tok = np.full(N, self.bos)
-        done = np.zeros(N, dtype=bool)
-        eye = np.eye(self.tgt_vocab, dtype=self.dtype)
-        result = np.empty((max_len, N), dtype=np.int64)
-        for t in range(max_len):
-            out, h = self.decoder(eye[tok][None], h)
+        N, V_ = h.shape[1], self.tgt_vocab
+        tok = be.from_host(np.full(N, self.bos, dtype=np.int64))
+        done = be.from_host(np.zeros(N, dtype=bool))
+        result = []
+        for _ in range(max_len):
+            out, h = self.decoder(be.one_hot(tok, V_, self.dtype).reshape(1, N, V_), h)
             z, _ = self.head.logits(out[0])
-            if mode == "greedy":
-                tok = z.argmax(axis=1)
-            else:
-                p = softmax(z.astype(np.float64) / temperature)
-                tok = (p.cumsum(axis=1) > rng.random((N, 1))).argmax(axis=1)
+            tok = (be.argmax_rows(z) if mode == "greedy" else
+                   be.sample_rows(z, temperature, rng.random((N, 1))))
             if eos is not None:
-                tok = np.where(done, eos, tok)
-                done |= tok == eos
-            result[t] = tok
-        return result
+                be.apply_eos(tok, done, eos)
+            result.append(tok)
+        result = be.stack(result)
+        return result if on_device else be.to_host(result)
 
     def forward(self, src, max_len, **kw):
         """Greedy decoding: an alias of :meth:`decode`."""

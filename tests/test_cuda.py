@@ -473,3 +473,20 @@ def test_generate_on_cuda_matches_cpu(loss, mode):
         np.testing.assert_array_equal(got, want)
     on_dev = g.generate(dev(start), 3, mode=mode, temperature=0.7, rng=11)   # device in, out
     assert gpu.is_array(on_dev)
+
+
+@pytest.mark.parametrize("kw", [dict(bidirectional=True), dict(dec_hidden=5, num_layers=2)],
+                         ids=["direct-bridge", "projected-bridge"])
+def test_seq2seq_on_cuda_matches_cpu(kw):
+    m = nr.Seq2Seq(3, 5, 4, dtype=np.float64, seed=2, **kw)
+    g = nr.Seq2Seq(3, 5, 4, dtype=np.float64, seed=2, device="cuda", **kw)
+    rng = np.random.default_rng(0)
+    src, tgt = rng.standard_normal((4, 2, 3)), rng.integers(0, 5, (3, 2))
+    L, grads = m.loss_and_grad(src, tgt, tgt_lengths=np.array([3, 2]))
+    L_g, grads_g = g.loss_and_grad(src, tgt, tgt_lengths=np.array([3, 2]))
+    assert L_g == pytest.approx(L, rel=1e-12)
+    for k in grads:
+        assert_close(grads_g[k], grads[k])
+    for mode in ("greedy", "sample"):
+        want = m.decode(src, 4, mode=mode, eos=1, rng=5)
+        np.testing.assert_array_equal(g.decode(src, 4, mode=mode, eos=1, rng=5), want)

@@ -165,3 +165,22 @@ def one_hot(ids, D, dtype):
 
 def stack(arrays):
     return np.stack(arrays)
+
+
+# --- encoder-decoder bridges -------------------------------------------------------
+def layers_to_cols(a):
+    """(L, N, W) → (N, L·W): each block of W columns is one layer's slice."""
+    L, N, W = a.shape
+    return np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(N, L * W)
+
+
+def cols_to_layers(a, L, W):
+    """(N, L·W) → (L, N, W), the inverse of :func:`layers_to_cols`."""
+    return np.ascontiguousarray(a.reshape(a.shape[0], L, W).transpose(1, 0, 2))
+
+
+def apply_eos(tok, done, eos):
+    """After ``eos`` a sequence keeps emitting it: updates ``tok`` and ``done`` in place."""
+    tok[done] = eos
+    done |= tok == eos
+    return tok

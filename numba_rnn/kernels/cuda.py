@@ -554,3 +554,27 @@ def stack(arrays):
     for i, a in enumerate(arrays):
         _copy(a, out[i])
     return out
+
+
+# ---------------------------------------------------------------------- bridges
+def layers_to_cols(a):
+    """(L, N, W) → (N, L·W): each block of W columns is one layer's slice."""
+    L, N, W = a.shape
+    out = empty((N, L * W), a.dtype)
+    for layer in range(L):
+        _copy(a[layer], out[:, layer * W:(layer + 1) * W])
+    return out
+
+
+def cols_to_layers(a, L, W):
+    """(N, L·W) → (L, N, W), the inverse of :func:`layers_to_cols`."""
+    out = empty((L, a.shape[0], W), a.dtype)
+    for layer in range(L):
+        _copy(a[:, layer * W:(layer + 1) * W], out[layer])
+    return out
+
+
+def apply_eos(tok, done, eos):
+    """After ``eos`` a sequence keeps emitting it (``tok``, ``done`` updated in place)."""
+    cl.apply_eos[ca.launch_1d(tok.shape[0])](tok, done, int(eos))
+    return tok

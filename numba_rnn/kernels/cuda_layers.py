@@ -187,3 +187,14 @@ def one_hot(ids, out):
     if i < M * D:
         m = i // D
         out[m, i - m * D] = 1 if i - m * D == ids[m] else 0
+
+
+@cuda.jit
+def apply_eos(tok, done, eos):
+    """``tok[n] = eos`` where ``done[n]``; then ``done[n] |= tok[n] == eos``."""
+    n = cuda.grid(1)
+    if n < tok.shape[0]:
+        if done[n]:
+            tok[n] = eos
+        if tok[n] == eos:
+            done[n] = True
