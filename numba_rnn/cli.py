@@ -34,7 +34,8 @@ def _train(args):
         task_kw["seq_len"] = args.seq_len
     task = make_task(args.task, **task_kw)
     model_kw = dict(task.model_defaults, num_layers=args.layers, nonlinearity=args.nonlinearity,
-                    init=args.init, dtype=np.dtype(args.dtype), seed=args.seed)
+                    init=args.init, dtype=np.dtype(args.dtype), seed=args.seed,
+                    device=args.device)
     if args.spectral_radius is not None:
         model_kw["spectral_radius"] = args.spectral_radius
     if args.bidirectional:
@@ -224,6 +225,8 @@ def build_parser():
     tr.add_argument("--tbptt", type=int, default=50, help="k1 = k2 for the char task")
     tr.add_argument("--eval-every", type=int, default=200)
     tr.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="train on the GPU (numba.cuda)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--json", action="store_true", help="print one JSON object last")
     tr.add_argument("--save", default=None, help="save the trained model (.npz)")

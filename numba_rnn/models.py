@@ -49,6 +49,13 @@ class _Model:
         self.rnn._check_memory(x, keep=True)
         return self.rnn._backend.asarray(x, "x", self.dtype)
 
+    def _like_input(self, x, *results):
+        """Results on the GPU only when the input was there (NumPy in, NumPy out)."""
+        be = self.rnn._backend
+        if not be.on_device(x):
+            results = tuple(be.to_host(r) for r in results)
+        return results if len(results) > 1 else results[0]
+
     def _through_rnn(self, loss, g_head, d_out, h_n, cache, z, return_info):
         """Finish ``loss_and_grad`` of an rnn + head model: BPTT from ∂L/∂out."""
         g_rnn, _, _ = self.rnn.backward(cache, d_out)
@@ -78,8 +85,9 @@ class _Model:
         atomic_savez(path, arrays)
 
 
-def load_model(path):
-    """Rebuild any model saved with ``model.save(path)``."""
+def load_model(path, device=None):
+    """Rebuild any model saved with ``model.save(path)`` (on ``device`` if given,
+    else where it was saved from)."""
     import json
     arrays = read_npz(path)
     if "__numba_rnn_model__" not in arrays:
@@ -90,6 +98,8 @@ def load_model(path):
         config = dict(meta["config"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} has an unreadable model entry") from err
+    if device is not None:
+        config["device"] = device
     model = cls(**config)
     model.load_params(arrays)
     return model
@@ -154,7 +164,7 @@ class ManyToMany(_Model):
         """Predictions ŷ (T, N, O) at every step (zero rows past ``lengths`` are not
         meaningful), and the final state h_n."""
         out, h_n = self.rnn(self._rnn_input(x), h0, lengths=lengths)
-        return self.head.forward(out), h_n
+        return self._like_input(x, self.head.forward(out), h_n)
 
     def loss_and_grad(self, x, y, *, mask=None, lengths=None, h0=None, return_info=False):
         """Loss summed over time and its gradient.
@@ -284,7 +294,7 @@ class ManyToOne(_Model):
     def forward(self, x, *, h0=None, lengths=None):
         """Predictions ŷ (N, O)."""
         out, _ = self.rnn(self._rnn_input(x), h0, lengths=lengths)
-        return self.head.forward(self._last(out, lengths)[1])
+        return self._like_input(x, self.head.forward(self._last(out, lengths)[1]))
 
     def loss_and_grad(self, x, y, *, lengths=None, h0=None, return_info=False):
         """Loss at the last valid step. ``y``: (N,) class ids or (N, O) floats."""
@@ -302,7 +312,7 @@ class OneToOne(ManyToOne):
     """A plain feed-forward step (T = 1): x (N, D) → ŷ (N, O)."""
 
     def forward(self, x, *, h0=None):
-        return super().forward(self._one_step(x), h0=h0)
+        return self._like_input(x, super().forward(self._one_step(x), h0=h0))
 
     def loss_and_grad(self, x, y, *, h0=None, return_info=False):
         return super().loss_and_grad(self._one_step(x), y, h0=h0, return_info=return_info)

@@ -490,3 +490,16 @@ def test_seq2seq_on_cuda_matches_cpu(kw):
     for mode in ("greedy", "sample"):
         want = m.decode(src, 4, mode=mode, eos=1, rng=5)
         np.testing.assert_array_equal(g.decode(src, 4, mode=mode, eos=1, rng=5), want)
+
+
+
+def test_task_models_train_on_cuda_and_load_anywhere(tmp_path):
+    task = nr.tasks.make_task("adding", seq_len=4, seed=0)
+    model = task.make_model(4, device="cuda", seed=0, **task.model_defaults)
+    hist = nr.fit(model, task, steps=2, batch_size=4, progress=False)
+    assert len(hist.loss) == 2 and gpu.is_array(model.params["rnn.W_aa_l0"])
+    model.save(tmp_path / "m.npz")
+    back = nr.load_model(tmp_path / "m.npz", device="cpu")    # saved on the GPU, read on CPU
+    assert all(isinstance(v, np.ndarray) for v in back.params.values())
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(back.params[k], host(v))
