@@ -424,16 +424,16 @@ def test_fit_on_cuda_matches_cpu_and_resumes(tmp_path):
     def data():                          # ArrayData keeps its epoch order: one per run
         return nr.ArrayData(x=x, y=y)
     models = _model_twins("ManyToMany", "cross_entropy", {})
-    hists = [nr.fit(m, data(), steps=4, batch_size=4, clip_norm=0.5, progress=False,
+    hists = [nr.fit(m, data(), steps=2, batch_size=4, clip_norm=0.5, progress=False,
                     checkpoint=tmp_path / f"{i}.npz") for i, m in enumerate(models)]
     assert hists[1].loss == pytest.approx(hists[0].loss, rel=1e-10)
     for k, v in models[0].params.items():
         assert gpu.is_array(models[1].params[k])
         assert_close(models[1].params[k], v)
     again = _model_twins("ManyToMany", "cross_entropy", {})[1]      # resume on the GPU
-    nr.fit(again, data(), steps=6, batch_size=4, clip_norm=0.5, progress=False,
+    nr.fit(again, data(), steps=3, batch_size=4, clip_norm=0.5, progress=False,
            checkpoint=tmp_path / "1.npz", resume=True)
-    nr.fit(models[0], data(), steps=6, batch_size=4, clip_norm=0.5, progress=False,
+    nr.fit(models[0], data(), steps=3, batch_size=4, clip_norm=0.5, progress=False,
            checkpoint=tmp_path / "0.npz", resume=True)
     for k, v in models[0].params.items():
         assert_close(again.params[k], v)
