@@ -127,8 +127,14 @@ def _torch_peer(x, W_ax, W_aa, b, threads):
     H = W_aa.shape[0]
     rnn = torch_rnn(W_ax, W_aa, b, "cpu")
     dtype = rnn.weight_hh_l0.dtype
-    tx = torch.from_numpy(x)
-    d_out = torch.ones(T, N, H, dtype=dtype)
+    fns = torch_ops(rnn, torch.from_numpy(x), torch.ones(T, N, H, dtype=dtype))
+    return {**fns, "version": torch.__version__}
+
+
+def torch_ops(rnn, tx, d_out):
+    """torch's forward (no grad) and train step (forward + backward to every gradient
+    and dx) on input ``tx``, as the peers of ours."""
+    import torch
 
     def forward():
         with torch.no_grad():
@@ -139,7 +145,7 @@ def _torch_peer(x, W_ax, W_aa, b, threads):
         rnn.zero_grad()
         out, _ = rnn(xg)
         out.backward(d_out)
-    return {"forward": forward, "train": train, "version": torch.__version__}
+    return {"forward": forward, "train": train}
 
 
 def run(shapes=tuple(SHAPES), dtypes=("float32", "float64"), device="cpu", repeats=7,

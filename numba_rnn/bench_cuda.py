@@ -73,7 +73,7 @@ def _torch_peer(x, params, dtype):
         return None
     if not torch.cuda.is_available():
         return None
-    from .bench import torch_rnn
+    from .bench import torch_ops, torch_rnn
     T, N, D = x.shape
     H = params["W_aa_l0"].shape[0]
     rnn = torch_rnn(params["W_ax_l0"], params["W_aa_l0"], params["b_a_l0"], "cuda")
@@ -82,16 +82,7 @@ def _torch_peer(x, params, dtype):
     d_out = torch.ones(T, N, H, dtype=tdt, device="cuda")
     W_ax, W_aa = rnn.weight_ih_l0.detach(), rnn.weight_hh_l0.detach()
     a = torch.zeros(N, H, dtype=tdt, device="cuda")
-
-    def forward():
-        with torch.no_grad():
-            rnn(tx)
-
-    def train():
-        xg = tx.clone().requires_grad_(True)
-        rnn.zero_grad()
-        out, _ = rnn(xg)
-        out.backward(d_out)
+    ops = torch_ops(rnn, tx, d_out)
 
     def floor_forward():                         # cuBLAS: the same products back-to-back
         with torch.no_grad():
@@ -107,7 +98,7 @@ def _torch_peer(x, params, dtype):
             for _ in range(T):
                 h = h @ W_aa
             return U.T @ tx.reshape(T * N, D), U.T @ U, U @ W_ax
-    return {"forward": forward, "train": train, "floor_forward": floor_forward,
+    return {**ops, "floor_forward": floor_forward,
             "floor_train": floor_train, "sync": torch.cuda.synchronize,
             "tf32": bool(torch.backends.cudnn.allow_tf32), "version": torch.__version__}
 

@@ -43,3 +43,14 @@ def test_bench_cli_json_and_table(tmp_path, capsys):
                  "--out", str(chart)]) == 0
     text = capsys.readouterr().out
     assert "| tiny | float64 | forward |" in text and chart.stat().st_size > 10_000
+
+
+def test_cuda_bench_table_and_targets():
+    from numba_rnn import bench_cuda
+    assert set(bench_cuda.TARGETS) == set(bench_cuda.SHAPES)
+    row = {"shape": "tiny", "dtype": "float32", "op": "forward", "variant": "block",
+           "blocks": 16, "ours_ms": 0.1, "cudnn_ms": 0.25, "floor_ms": None,
+           "ratio_cudnn": 0.4, "ours_us_per_step": 0.5, "grid_sync_floor_us": None,
+           "target": 0.5}
+    text = bench_cuda.table([row])
+    assert "| tiny | forward | block (16) | 0.1 | 0.25 | 0.40 | ≤ 0.5 | 0.5 | — | — |" in text
