@@ -348,6 +348,7 @@ class RNN:
         T, N, _ = x.shape
         dirs = self.num_directions
         h_n = be.empty((self.num_layers * dirs, N, H), self.dtype)
+        lengths = be.kernel_lengths(lengths)            # on the GPU: copied over once
         layers = []
         inp = x
         for k in range(self.num_layers):
@@ -423,6 +424,7 @@ class RNN:
         """Time-major BPTT through all layers and directions (inputs validated)."""
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         N, dirs = cache.N, self.num_directions
+        lengths = be.kernel_lengths(cache.lengths)
         grads = {}
         dh0 = be.empty((self.num_layers * dirs, N, H), self.dtype)
         for k in reversed(range(self.num_layers)):
@@ -434,7 +436,7 @@ class RNN:
                       else be.take_last(d_layer, d * H, (d + 1) * H))
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
-                    reverse=bool(d), parallel=self.parallel, lengths=cache.lengths)
+                    reverse=bool(d), parallel=self.parallel, lengths=lengths)
                 dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
                                                    reverse=bool(d), parallel=self.parallel)
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
@@ -594,7 +596,8 @@ def _check_dropout(p, num_layers):
 def _report_nonfinite(be, grads, cache):
     """Warn (:class:`~numba_rnn.clip.NonFiniteGradientWarning`) if any gradient holds
     NaN or inf, naming the parameters and where in time ‖∂L/∂a<t>‖ first blew up."""
-    bad = [name for name, g in grads.items() if be.nonfinite(g)]
+    bad = [name for name, flag in zip(grads, be.nonfinite(list(grads.values())), strict=True)
+           if flag]
     if not bad:
         return
     from .clip import NonFiniteGradientWarning

@@ -74,7 +74,7 @@ for dt in (types.float32, types.float64):
     check(ca.add_, (A1, A1), f"add_[{dt}]", f32)
     check(ca.mul_, (A1, A1), f"mul_[{dt}]", f32)
     check(ca.zero_padding, (A3, L), f"zero_padding[{dt}]", f32)
-    check(ca.any_nonfinite, (A1, arr(types.int32, 1)), f"any_nonfinite[{dt}]", f32)
+    check(ca.any_nonfinite, (A1, arr(types.int32, 1), i64), f"any_nonfinite[{dt}]", f32)
     check(co._sgd, (A1, A1, A1, dt, dt, dt, b1, dt, b1), f"sgd[{dt}]", f32)
     check(co._adam, (A1,) * 5 + (dt,) * 9 + (b1, b1), f"adam[{dt}]", f32)
     check(co._rmsprop, (A1,) * 4 + (dt,) * 6, f"rmsprop[{dt}]", f32)

@@ -409,3 +409,4 @@ from .cpu_arrays import (act_, act_grad_, gather_steps, linear, linear_backward,
                          scatter_steps)
 from .cpu_arrays import argmax_rows, one_hot, sample_rows, stack  # noqa: E402,F401
 from .cpu_arrays import apply_eos, cols_to_layers, layers_to_cols  # noqa: E402,F401
+from .cpu_arrays import kernel_lengths  # noqa: E402,F401

@@ -99,9 +99,14 @@ def dropout_mask(rng, shape, p, dtype):
     return (keep / (1.0 - p)).astype(dtype)
 
 
-def nonfinite(a):
-    """True if the array holds NaN or ±inf."""
-    return not np.isfinite(a).all()
+def nonfinite(arrays):
+    """Per array, True if it holds NaN or ±inf."""
+    return np.array([not np.isfinite(a).all() for a in arrays], dtype=bool)
+
+
+def kernel_lengths(lengths):
+    """``lengths`` as the kernels take them (here: unchanged; None means all T)."""
+    return lengths
 
 
 def synchronize():

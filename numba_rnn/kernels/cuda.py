@@ -202,6 +202,11 @@ def lengths_array(lengths, T, N):
     return cuda.to_device(np.ascontiguousarray(lengths, dtype=np.int64))
 
 
+def kernel_lengths(lengths):
+    """Host ``lengths`` as a device int64 array, once per pass (None stays None)."""
+    return None if lengths is None else lengths_array(lengths, 0, 0)
+
+
 def zero_padding(out, lengths):
     """A copy of ``out`` (T, N, F) with steps t ≥ lengths[n] set to zero."""
     res = copy(out)
@@ -445,12 +450,13 @@ def clamp_(g, c):
     return int(moved.copy_to_host()[0])
 
 
-def nonfinite(a):
-    """True if the device array holds NaN or ±inf (one flag copied back)."""
-    flag = cuda.to_device(np.zeros(1, dtype=np.int32))
-    if a.size:
-        ca.any_nonfinite[ca.launch_1d(a.size)](_flat(a), flag)
-    return bool(flag.copy_to_host()[0])
+def nonfinite(arrays):
+    """Per array, True if it holds NaN or ±inf: one kernel each, one copy back."""
+    flags = zeros((len(arrays),), np.int32)
+    for i, a in enumerate(arrays):
+        if a.size:
+            ca.any_nonfinite[ca.launch_1d(a.size)](_flat(a), flags, i)
+    return flags.copy_to_host().astype(bool)
 
 
 # ---------------------------------------------------------------------- output heads

@@ -89,10 +89,10 @@ def zero_padding(out, lengths):
 
 
 @cuda.jit
-def any_nonfinite(a, flag):
-    """``flag[0] = 1`` if the flat array holds NaN or ±inf."""
+def any_nonfinite(a, flags, slot):
+    """``flags[slot] = 1`` if the flat array holds NaN or ±inf."""
     i = cuda.grid(1)
     if i < a.size:
         v = a[i]
         if v != v or v - v != 0:
-            flag[0] = 1
+            flags[slot] = 1
