@@ -16,9 +16,15 @@ def test_activation_rows(nonlinearity, dtype, rng):
     u = rng.standard_normal(50).astype(dtype) * 3
     z = rng.standard_normal(50).astype(dtype)
     out = np.empty(50, dtype)
-    activate_row(kind, u, z, out)
+    z0 = z.copy()
+    activate_row(kind, u, z, out)                        # z is scratch: it ends as u + z
+    np.testing.assert_array_equal(z, u + z0)
+    z = z0
     rtol = 2e-7 if dtype == np.float32 else 1e-15
     np.testing.assert_allclose(out, ref.act(u + z, nonlinearity), rtol=rtol)
+    out_in_place = u.copy()                              # out may be u itself (overwrite_U)
+    activate_row(kind, out_in_place, z0.copy(), out_in_place)
+    np.testing.assert_array_equal(out_in_place, out)
     g = rng.standard_normal(50).astype(dtype)
     dz = np.empty(50, dtype)
     activation_grad_row(kind, out, g, dz)
