@@ -97,10 +97,12 @@ class RNN:
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
     parallel : bool, default False
-        Run every kernel on Numba's threads (batch rows cut into one block per
-        thread; BLAS single-threaded inside). Serial kernels use one core. Both
-        compute the same numbers (bitwise for equal row blocks; see
-        :mod:`numba_rnn.kernels.cpu`).
+        Run the recurrences on Numba's threads too (batch rows cut into one block per
+        thread). The batched products over all T·N rows (input projection, weight and
+        input gradients) always use Numba's threads when there is more than one
+        (``NUMBA_NUM_THREADS``; set it to 1 for a single-core run); BLAS is
+        single-threaded inside, so only one thread pool is ever active. Results are
+        bitwise reproducible for a given thread count (see :mod:`numba_rnn.kernels.cpu`).
 
     Attributes
     ----------
@@ -340,7 +342,7 @@ class RNN:
 
     def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
-        with self._backend.compute_context(self.parallel):
+        with self._backend.compute_context(self._backend.parallel_products(self.parallel)):
             return self._forward_layers(x, h0, lengths, training, rng, keep)
 
     def _forward_layers(self, x, h0, lengths, training, rng, keep):
@@ -349,6 +351,7 @@ class RNN:
         dirs = self.num_directions
         h_n = be.empty((self.num_layers * dirs, N, H), self.dtype)
         lengths = be.kernel_lengths(lengths)            # on the GPU: copied over once
+        products = be.parallel_products(self.parallel)
         layers = []
         inp = x
         for k in range(self.num_layers):
@@ -361,7 +364,7 @@ class RNN:
                 s = f"_l{k}" + ("_reverse" if d else "")
                 a0 = h0[k * dirs + d]
                 U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s),  # (T, N, H)
-                                        parallel=self.parallel)
+                                        parallel=products)
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
                                           parallel=self.parallel, lengths=lengths,
                                           overwrite_U=True)           # U is ours: reuse it
@@ -417,7 +420,7 @@ class RNN:
         widest = max(dirs * H, self.input_size)
         check_fits(T * N * (3 * dirs * H + widest) * self.dtype.itemsize,
                    f"backward over T={T}, N={N}", self.device, _ADVICE)
-        with self._backend.compute_context(self.parallel):
+        with self._backend.compute_context(self._backend.parallel_products(self.parallel)):
             return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device)
 
     def _backward_layers(self, cache, d_layer, d_hn, keep_deltas, on_device=False):
@@ -425,6 +428,7 @@ class RNN:
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         N, dirs = cache.N, self.num_directions
         lengths = be.kernel_lengths(cache.lengths)
+        products = be.parallel_products(self.parallel)
         grads = {}
         dh0 = be.empty((self.num_layers * dirs, N, H), self.dtype)
         for k in reversed(range(self.num_layers)):
@@ -438,11 +442,11 @@ class RNN:
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
                     reverse=bool(d), parallel=self.parallel, lengths=lengths)
                 dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
-                                                   reverse=bool(d), parallel=self.parallel)
+                                                   reverse=bool(d), parallel=products)
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
                 if self.bias:
                     grads["b_a" + s] = db
-                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=self.parallel)
+                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=products)
                 d_inp = dx_d if d_inp is None else be.add_(d_inp, dx_d)
                 be.assign_(dh0[k * dirs + d], dh0_kd)
                 cache.hidden_grad_norms[s[1:]] = norms

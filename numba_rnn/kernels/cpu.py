@@ -170,6 +170,15 @@ def _lengths_or_full(lengths, T, N):
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
+def parallel_products(parallel):
+    """Whether the batched products run in row blocks on Numba's threads: always when
+    there is more than one thread (one parallel region per product amortises well;
+    measured on 2 cores, medium train step 1.6 → 1.05 of NumPy's time), and with
+    ``parallel`` anyway."""
+    import numba
+    return bool(parallel) or numba.get_num_threads() > 1
+
+
 def row_blocks(N, parallel):
     """How many row blocks a recurrence uses: one serially, one per thread in parallel
     (never more than the rows)."""
