@@ -81,3 +81,19 @@ def test_concurrent_parallel_calls_under_workqueue_do_not_abort():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "layer workqueue ok" in out.stdout
+
+
+def test_serial_models_give_the_same_bits_for_any_thread_count():
+    """The batched products use a fixed row blocking, so a serial model's numbers do
+    not depend on how many Numba threads run them (1 thread: no parallel products)."""
+    import numba
+    rnn = nr.RNN(5, 16, num_layers=2, bidirectional=True, seed=0)
+    rng = np.random.default_rng(1)
+    x, d_out = rng.standard_normal((40, 6, 5)), rng.standard_normal((40, 6, 32))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _job(rnn, x, d_out)
+    finally:
+        numba.set_num_threads(threads)
+    _assert_same(one, _job(rnn, x, d_out))

@@ -229,11 +229,11 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
 
 # --- the batched products over all T·N rows ---------------------------------------
 #
-# One BLAS call each, cut into the same row blocks as the recurrences: the parallel
-# variant runs a block per Numba thread (BLAS itself single-threaded), so the whole
-# layer uses one thread pool and the cores are never oversubscribed. Reductions over
-# rows (the weight gradients) give each block its own partial result and add them in
-# block order afterwards.
+# One BLAS call per row block (a fixed number of blocks, see PRODUCT_BLOCKS): the
+# parallel variant runs the blocks on Numba's threads (BLAS itself single-threaded), so
+# the whole layer uses one thread pool and the cores are never oversubscribed.
+# Reductions over rows (the weight gradients) give each block its own partial result
+# and add them in block order afterwards.
 
 def _gemm_rows(a, b, bias, blocks, out):
     """``out = a·b (+ bias)``; a (M, K), b (K, H), bias (H,) or empty, out (M, H)."""
@@ -285,18 +285,29 @@ _gemm_tn_kernels = {p: _compile(_gemm_tn, p) for p in (False, True)}
 _colsum_kernels = {p: _compile(_colsum, p) for p in (False, True)}
 
 
+#: Row blocks of the batched products. Fixed — never the thread count — so that serial
+#: and parallel runs, and runs with any NUMBA_NUM_THREADS, give bitwise the same
+#: products (the parallel variant runs the same blocks on several threads). Sums over
+#: rows keep one partial result per block, hence fewer blocks there.
+PRODUCT_BLOCKS, SUM_BLOCKS = 4, 2
+
+
+def _blocks(M, most):
+    return max(1, min(M, most))
+
+
 def _matmul(a, b, bias=None, parallel=False):
     """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     no_bias = np.empty(0, dtype=a.dtype)
     _gemm_rows_kernels[bool(parallel)](a, b, no_bias if bias is None else bias,
-                                       row_blocks(a.shape[0], parallel), out)
+                                       _blocks(a.shape[0], PRODUCT_BLOCKS), out)
     return out
 
 
 def _matmul_tn(a, b, parallel=False):
     """``aᵀ·b`` for a (M, H), b (M, K): a sum over the M rows, in row blocks."""
-    blocks = row_blocks(a.shape[0], parallel)
+    blocks = _blocks(a.shape[0], SUM_BLOCKS)
     out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
     partial = np.empty((blocks, a.shape[1], b.shape[1]), dtype=a.dtype)
     _gemm_tn_kernels[bool(parallel)](a, b, blocks, partial, out)
@@ -334,7 +345,7 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
         dW_aa = _matmul_tn(delta[0], a0)
         if T > 1:
             dW_aa += _matmul_tn(delta[1:].reshape(-1, H), A[:-1].reshape(-1, H), parallel)
-    blocks = row_blocks(T * N, parallel)
+    blocks = _blocks(T * N, SUM_BLOCKS)
     db = np.empty(H, dtype=delta.dtype)
     _colsum_kernels[bool(parallel)](d2, blocks, np.empty((blocks, H), delta.dtype), db)
     return dW_ax, dW_aa, db
