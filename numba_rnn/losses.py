@@ -127,16 +127,22 @@ def _matching_targets(output, targets, name):
     return y.astype(output.dtype, copy=False)
 
 
+def _on_device(name, out3, y, w, shape):
+    """A per-row loss on the GPU: ``out3`` (T, N, C) device, ``y`` host targets of the
+    same shape, ``w`` (T·N,) row weights; returns ``(L, gradient shaped like shape)``."""
+    T, N, C = out3.shape
+    loss, grad = backend_of(out3).row_loss(name, out3.reshape(T * N, C),
+                                           y.reshape(T * N, C), w)
+    return loss, grad.reshape(*shape)
+
+
 def mse(pred, targets, mask=None, reduction="sum"):
     """Mean squared error per step, ℓ = mean_c (ŷ − y)²; returns ``(L, dL/dŷ)``."""
     p3, _ = _as_steps(pred, "pred")
     y = _matching_targets(pred, targets, "mse").reshape(p3.shape)
     T, N, C = p3.shape
     if backend_of(pred) is not cpu:
-        w = _weights(mask, T, N, reduction)
-        loss, grad = backend_of(pred).row_loss("mse", p3.reshape(T * N, C),
-                                               y.reshape(T * N, C), w)
-        return loss, grad.reshape(*pred.shape)
+        return _on_device("mse", p3, y, _weights(mask, T, N, reduction), pred.shape)
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
     diff = np.where(w > 0, p3 - y, 0)           # masked steps count for nothing, even NaN
     loss = float(np.sum(w * diff.astype(np.float64) ** 2) / C)
@@ -152,10 +158,7 @@ def bce_with_logits(logits, targets, mask=None, reduction="sum"):
         raise ValueError("targets for bce must lie in [0, 1]")
     T, N, C = z3.shape
     if backend_of(logits) is not cpu:
-        w = _weights(mask, T, N, reduction)
-        loss, grad = backend_of(logits).row_loss("bce", z3.reshape(T * N, C),
-                                                 y.reshape(T * N, C), w)
-        return loss, grad.reshape(*logits.shape)
+        return _on_device("bce", z3, y, _weights(mask, T, N, reduction), logits.shape)
     w = _weights(mask, T, N, reduction).reshape(T, N, 1)
     counted = w > 0                              # masked steps count for nothing, even NaN
     z64 = np.where(counted, z3.astype(np.float64), 0.0)
