@@ -1,6 +1,7 @@
 """asv benchmarks: nr.RNN forward and train step on the shapes of BENCHMARKS.md.
 
-Crosses shape × dtype × backend (cpu serial, cpu parallel, cuda; cuda is skipped
+Crosses shape × dtype × backend (cpu auto — the default, parallel recurrences for big
+steps only —, cpu serial, cpu parallel, cuda; cuda is skipped
 without a real GPU, and :class:`CudaRatios` times it against cuDNN). ``setup`` builds
 the data and calls everything once, so JIT compilation is never timed; ``track_*``
 report ratios against peers timed in the same process (NotImplementedError skips a
@@ -13,7 +14,8 @@ from numba_rnn import bench, bench_cuda
 
 SHAPES = list(bench.SHAPES)
 DTYPES = ["float32", "float64"]
-BACKENDS = ["serial", "parallel", "cuda"]
+BACKENDS = ["auto", "serial", "parallel", "cuda"]
+PARALLEL = {"auto": None, "serial": False, "parallel": True}
 
 
 def _cuda_or_skip():
@@ -37,7 +39,7 @@ def _model(shape, dtype, backend):
         _cuda_or_skip()
         rnn = nr.RNN(D, H, dtype=dtype, seed=0, device="cuda")
         return rnn, cuda.to_device(x), cuda.to_device(d_out)
-    rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=backend == "parallel")
+    rnn = nr.RNN(D, H, dtype=dtype, seed=0, parallel=PARALLEL[backend])
     return rnn, x, d_out
 
 

@@ -149,7 +149,7 @@ def torch_ops(rnn, tx, d_out):
 
 
 def run(shapes=tuple(SHAPES), dtypes=("float32", "float64"), device="cpu", repeats=7,
-        parallel=False, threads=None, progress=None):
+        parallel=None, threads=None, progress=None):
     """Time every (shape, dtype, op); returns a list of result dicts (ms and ratios)."""
     import numba
     from tqdm.auto import tqdm

@@ -130,7 +130,8 @@ def _bench(args):
     if args.device == "cuda":
         return _bench_cuda(args)
     rows = bench.run(args.shapes or bench.CPU_SHAPES, args.dtype or ("float32", "float64"),
-                     repeats=args.repeats, parallel=args.parallel,
+                     repeats=args.repeats,
+                     parallel={"auto": None, "on": True, "off": False}[args.parallel],
                      progress=False if args.json else None)
     info = bench.machine_info()
     if args.json:
@@ -252,7 +253,9 @@ def build_parser():
                     help="default: both on the CPU, float32 on the GPU")
     be.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     be.add_argument("--repeats", type=int, default=7)
-    be.add_argument("--parallel", action="store_true", help="the prange kernels")
+    be.add_argument("--parallel", choices=["auto", "on", "off"], default="auto",
+                    help="recurrences on Numba's threads: auto (big steps only), always, "
+                         "never")
     be.add_argument("--json", action="store_true")
     be.add_argument("--out", default="figures/bench.png", help="bar chart path ('' for none)")
     be.set_defaults(func=_bench)

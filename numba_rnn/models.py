@@ -354,7 +354,7 @@ class Seq2Seq(_Model):
     def __init__(self, src_size, tgt_vocab, hidden_size, *, dec_hidden=None, num_layers=1,
                  dec_layers=None, bidirectional=False, bos=0, nonlinearity="tanh",
                  init="uniform", spectral_radius=None, head_hidden=(), reduction="sum",
-                 dtype=np.float32, seed=None, parallel=False, device="cpu"):
+                 dtype=np.float32, seed=None, parallel=None, device="cpu"):
         rng = np.random.default_rng(seed)
         dirs = 2 if bidirectional else 1
         dec_hidden = dirs * hidden_size if dec_hidden is None else dec_hidden

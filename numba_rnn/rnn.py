@@ -96,10 +96,14 @@ class RNN:
         See :mod:`numba_rnn.init`; ``"uniform"`` is torch's default.
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
-    parallel : bool, default False
-        Run the recurrences on Numba's threads too (batch rows cut into one block per
-        thread). The batched products over all T·N rows (input projection, weight and
-        input gradients) always use Numba's threads when there is more than one
+    parallel : bool or None, default None
+        Run the recurrences on Numba's threads too (hidden units cut into one panel per
+        thread, one parallel region per time step). ``None`` decides per layer: in
+        parallel when there is more than one thread and the step product is big
+        (N·H·H ≥ :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`, e.g. batch 64 at
+        H = 128), serially otherwise, where a region per step costs more than it saves.
+        The batched products over all T·N rows (input projection, weight and input
+        gradients) always use Numba's threads when there is more than one
         (``NUMBA_NUM_THREADS``; set it to 1 for a single-core run); BLAS is
         single-threaded inside, so only one thread pool is ever active. Results are
         bitwise reproducible for a given thread count (see :mod:`numba_rnn.kernels.cpu`).
@@ -121,7 +125,7 @@ class RNN:
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh",
                  bias=True, batch_first=False, dropout=0.0, bidirectional=False,
                  dtype=np.float32, device="cpu", seed=None, *, init="uniform",
-                 spectral_radius=None, parallel=False):
+                 spectral_radius=None, parallel=None):
         self.input_size = V.positive_int(input_size, "input_size")
         self.hidden_size = V.positive_int(hidden_size, "hidden_size")
         self.num_layers = V.positive_int(num_layers, "num_layers")
@@ -140,7 +144,7 @@ class RNN:
                 raise ValueError(f"spectral_radius must be a positive finite number, "
                                  f"got {spectral_radius}")
         self.spectral_radius = spectral_radius
-        self.parallel = bool(parallel)
+        self.parallel = None if parallel is None else bool(parallel)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._kind = NONLINEARITIES[self.nonlinearity]

@@ -48,9 +48,9 @@ def test_activations_saturate_and_propagate_nan():
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("N,blocks", [(3, 1), (3, 2), (5, 3), (1, 1)])
+@pytest.mark.parametrize("N,panels", [(3, 1), (3, 2), (5, 3), (1, 1), (1, 2)])
 def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, parallel, N,
-                                                         blocks, rng):
+                                                         panels, rng):
     T, D, H = 6, 4, 5
     x = rng.standard_normal((T, N, D))
     a0 = rng.standard_normal((N, H))
@@ -58,13 +58,13 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
                      rng.standard_normal(H))
     kind = NONLINEARITIES[nonlinearity]
     U = cpu.input_projection(x, W_ax, b)
-    A = cpu.recurrence_forward(U, W_aa, a0, kind, reverse, parallel, blocks=blocks)
+    A = cpu.recurrence_forward(U, W_aa, a0, kind, reverse, parallel, panels=panels)
     rA, rZ = ref.direction_forward(x, a0, W_ax, W_aa, b, nonlinearity, reverse)
     np.testing.assert_allclose(A, rA, atol=1e-12)
 
     dA, d_last = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, d_last, kind, reverse, parallel,
-                                                blocks=blocks)
+                                                panels=panels)
     dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse)
     dx = cpu.input_grad(delta, W_ax)
     r = ref.direction_backward(dA, d_last, x, a0, rA, rZ, W_ax, W_aa, nonlinearity, reverse)
@@ -73,8 +73,8 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("blocks", [2, 3])
-def test_serial_and_parallel_are_bitwise_equal_for_the_same_blocks(dtype, blocks, rng):
+@pytest.mark.parametrize("panels", [2, 3])
+def test_serial_and_parallel_are_bitwise_equal_for_the_same_panels(dtype, panels, rng):
     T, N, H = 9, 7, 16
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / 4).astype(dtype)
@@ -83,9 +83,9 @@ def test_serial_and_parallel_are_bitwise_equal_for_the_same_blocks(dtype, blocks
     lengths = np.array([9, 3, 9, 1, 5, 9, 8])
     outs = []
     for parallel in (False, True):
-        A = cpu.recurrence_forward(U, W, a0, 0, False, parallel, lengths, blocks=blocks)
+        A = cpu.recurrence_forward(U, W, a0, 0, False, parallel, lengths, panels=panels)
         outs.append((A, *cpu.recurrence_backward(dA, A, W, a0, 0, False, parallel, lengths,
-                                                 blocks=blocks)))
+                                                 panels=panels)))
     for a, b in zip(*outs, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -120,8 +120,10 @@ def test_float32_stays_float32(rng):
     T, N, H = 3, 2, 4
     A, W, a = np.zeros((T, N, H), f), np.zeros((H, H), f), np.zeros((N, H), f)
     fwd, bwd = numba.njit(cpu._forward), numba.njit(cpu._backward)
-    fwd(A, W, a, np.full(N, T), 0, False, 1, A.copy())
-    bwd(A, A, W, a, np.full(N, T), 0, False, 1, A.copy(), np.zeros((T, N), f))
+    Wp = cpu.pack_panels(W, 2)
+    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((2, N, 2), f))
+    bwd(A, A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((T, N, 2), f),
+        np.zeros((2, N, 2), f))
     for kernel in (fwd, bwd):
         ir = kernel.inspect_llvm(kernel.signatures[0])
         for op in ("fpext float", "fadd double", "fmul double", "fsub double", "@tanh("):

@@ -9,19 +9,27 @@ T·N rows, a BLAS call per row block from a Numba kernel.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
 from the same source (``prange`` is ``range`` when ``parallel=False``). Both cut the
-batch rows into blocks, and each block does its own matrix product and activations;
-the parallel variant runs the blocks on separate threads (one per thread), the serial
-one uses a single block. Given the same blocks both variants execute the same
-instructions on every row, so they give bitwise the same numbers.
+hidden units into **panels** (contiguous column ranges); each panel computes its own
+slice of the step product (a BLAS call on its rows of W_aa, a GEMV for a single
+sequence) and the activations of its own units. The parallel variant runs the panels
+of a step on separate threads — one parallel region per step, whose end is the
+barrier the next step needs — so each core reads only its panel of W_aa (at
+H = 1024 float32 the whole matrix exceeds one core's L2, half of it does not). Given
+the same panels both variants execute the same instructions, so they give bitwise the
+same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
     forward, t = 0 .. T-1                    backward, t = T-1 .. 0
-    z      = a<t-1>·W_aaᵀ                    g<t>   = dA<t> + carry        (= ∂L/∂a<t>)
-    a<t>   = g(U<t> + z)                     δ<t>   = g<t> ⊙ g'(a<t>)
-                                             carry  = δ<t>·W_aa            (→ ∂L/∂a<t-1>)
+    z      = a<t-1>·W_aaᵀ                    carry  = δ<t+1>·W_aa          (= ∂L/∂a<t> from t+1)
+    a<t>   = g(U<t> + z)                     g<t>   = dA<t> + carry        (= ∂L/∂a<t>)
+                                             δ<t>   = g<t> ⊙ g'(a<t>)
 
-A reverse direction walks time the other way: its "previous" step is t+1.
+and after the backward loop one more product, carry = δ<0>·W_aa, gives ∂L/∂a0. A
+panel of the forward multiplies by columns ``lo:hi`` of W_aaᵀ; its mirror in the
+backward by columns ``lo:hi`` of W_aa — each packed once per call into contiguous
+panels (:func:`pack_panels`), so every product is a plain row-major GEMM. A reverse
+direction walks time the other way: its "previous" step is t+1.
 """
 import contextlib
 import types
@@ -49,24 +57,42 @@ def _compile(py_func, parallel):
     return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
+def pack_panels(M, width):
+    """Cut the columns of M (H, H) into panels of ``width``: a C-contiguous
+    (panels, H, width) array, the last panel zero-padded. Each panel's product is then
+    a plain row-major GEMM (no transposed operand: ~1.8× faster at H = 64)."""
+    H = M.shape[1]
+    panels = -(-H // width)
+    out = np.zeros((panels, M.shape[0], width), dtype=M.dtype)
+    for p in range(panels):
+        lo, hi = p * width, min(H, (p + 1) * width)
+        out[p, :, :hi - lo] = M[:, lo:hi]
+    return out
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _rows_times(a, M, out):
-    """``out = a·M`` for a block of rows ``a`` (n, H); one row goes through GEMV."""
+def _panel_product(a, Wp, buf, p):
+    """``buf[p] = a·Wp[p]`` for all rows ``a`` (N, H) and panel ``p`` of packed weights
+    (panels, H, width); returns ``buf[p]`` (N, width). One row goes through GEMV."""
     if a.shape[0] == 1:
-        np.dot(M.T, a[0], out[0])                           # (H,) = Mᵀ·a: matrix-vector
+        np.dot(a[0], Wp[p], buf[p, 0])                      # (width,) = a·Wp[p]
     else:
-        np.dot(a, M, out)
+        np.dot(a, Wp[p], buf[p])
+    return buf[p]
 
 
-def _forward(U, W_aa, a0, lengths, kind, reverse, blocks, A):
+def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
     """Forward recurrence of one layer-direction over the whole sequence.
 
     Parameters
     ----------
     U : (T, N, H) array
         Input projection ``x·W_axᵀ + b`` (computed by :func:`input_projection`).
-    W_aa : (H, H) array
-        Recurrent weights.
+    Wp : (panels, H, width) array
+        W_aaᵀ cut into column panels (:func:`pack_panels`): panel p holds the weights
+        into hidden units ``p·width … p·width + width - 1``. Each panel does its own
+        slice of the step product and its own activations; the parallel variant runs
+        the panels of a step on different threads.
     a0 : (N, H) C-contiguous array
         Initial state (``a<-1>``; ``a<T>`` for the reverse direction).
     lengths : (N,) int64 array
@@ -78,33 +104,29 @@ def _forward(U, W_aa, a0, lengths, kind, reverse, blocks, A):
         Activation code (:data:`~numba_rnn.kernels.activations.NONLINEARITIES`).
     reverse : bool
         Walk time from T-1 down to 0.
-    blocks : int ≥ 1
-        The batch rows are cut into this many blocks; each block does its own
-        matrix product (a GEMV for a single row) and activations. The parallel
-        variant runs the blocks on different threads.
-    A : (T, N, H) C-contiguous array, written
+    A : (T, N, H) C-contiguous array, written (may be ``U`` itself)
         Every hidden state ``a<t>`` (the carried state at padding steps).
+    buf : (panels, N, width) array
+        Scratch for the step product.
     """
     T, N, H = U.shape
-    z = np.empty((N, H), dtype=A.dtype)
-    W_aaT = W_aa.T
+    panels, width = Wp.shape[0], Wp.shape[2]
     prev = a0
-    rows = (N + blocks - 1) // blocks
     for s in range(T):
         t = T - 1 - s if reverse else s
-        for blk in prange(blocks):
-            lo, hi = blk * rows, min(N, (blk + 1) * rows)
+        for p in prange(panels):
+            lo, hi = p * width, min(H, (p + 1) * width)
             if lo < hi:
-                _rows_times(prev[lo:hi], W_aaT, z[lo:hi])   # z = a<t-1>·W_aaᵀ
-                for n in range(lo, hi):
-                    if t < lengths[n]:
-                        activate_row(kind, U[t, n], z[n], A[t, n])  # a<t> = g(U<t> + z)
+                z = _panel_product(prev, Wp, buf, p)        # z = a<t-1>·W_aaᵀ, own units
+                for n in range(N):
+                    if t < lengths[n]:                      # a<t> = g(U<t> + z)
+                        activate_row(kind, U[t, n, lo:hi], z[n, :hi - lo], A[t, n, lo:hi])
                     else:
-                        A[t, n, :] = prev[n, :]             # padding: a<t> = a<t-1>
+                        A[t, n, lo:hi] = prev[n, lo:hi]     # padding: a<t> = a<t-1>
         prev = A[t]
 
 
-def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, blocks, delta, norms):
+def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
@@ -114,16 +136,19 @@ def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, blocks, delta, norms):
         including what flows back through time. Ignored at padding steps.
     A : (T, N, H) array
         The hidden states saved by the forward pass.
-    W_aa : (H, H) array
-        Recurrent weights.
-    dh_n : (N, H) C-contiguous array, overwritten (used as a work buffer)
+    Wp : (panels, H, width) array
+        W_aa (not transposed) cut into column panels, as in ``_forward``.
+    dh_n : (N, H) C-contiguous array, overwritten (the carried gradient)
         ∂L/∂(final state).
-    lengths, kind, reverse, blocks
+    lengths, kind, reverse
         As in ``_forward``.
     delta : (T, N, H) C-contiguous array, written
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
-    norms : (T, N) array, written
-        ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
+    partial : (T, N, panels) array, written
+        Each panel's Σ_j (∂L/∂a<t>)_j² (0 at padding), summed by the caller in panel
+        order into the per-timestep hidden-gradient norms.
+    buf : (panels, N, width) array
+        Scratch for the step product.
 
     Returns
     -------
@@ -132,31 +157,33 @@ def _backward(dA, A, W_aa, dh_n, lengths, kind, reverse, blocks, delta, norms):
     """
     T, N, H = A.shape
     zero = delta.dtype.type(0)
+    panels, width = Wp.shape[0], Wp.shape[2]
     carry = dh_n
-    nxt = np.empty_like(dh_n)
-    rows = (N + blocks - 1) // blocks
-    for s in range(T):
+    for s in range(T + 1):            # region s: finish step s-1's product, then step s
         t = s if reverse else T - 1 - s
-        for blk in prange(blocks):
-            lo, hi = blk * rows, min(N, (blk + 1) * rows)
+        tp = t - 1 if reverse else t + 1                    # the step done before t
+        for p in prange(panels):
+            lo, hi = p * width, min(H, (p + 1) * width)
             if lo < hi:
-                for n in range(lo, hi):
-                    if t < lengths[n]:
-                        acc = zero
-                        for j in range(H):
-                            gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + δ<t+1>·W_aa
-                            acc += gj * gj
-                            carry[n, j] = gj
-                        norms[t, n] = np.sqrt(acc)          # ‖∂L/∂a<t>‖
-                        activation_grad_row(kind, A[t, n], carry[n], delta[t, n])  # δ<t>
-                    else:
-                        norms[t, n] = zero
-                        delta[t, n, :] = zero
-                _rows_times(delta[t, lo:hi], W_aa, nxt[lo:hi])   # nxt = δ<t>·W_aa
-                for n in range(lo, hi):
-                    if t >= lengths[n]:
-                        nxt[n, :] = carry[n, :]             # padding: the gradient passes
-        carry, nxt = nxt, carry
+                if s > 0:
+                    c = _panel_product(delta[tp], Wp, buf, p)   # carry = δ<t+1>·W_aa
+                    for n in range(N):
+                        if tp < lengths[n]:
+                            carry[n, lo:hi] = c[n, :hi - lo]    # padding: the gradient passes
+                if s < T:
+                    for n in range(N):
+                        if t < lengths[n]:
+                            acc = zero
+                            for j in range(lo, hi):
+                                gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + carry
+                                acc += gj * gj
+                                carry[n, j] = gj
+                            partial[t, n, p] = acc              # Σ_j g², this panel
+                            activation_grad_row(kind, A[t, n, lo:hi], carry[n, lo:hi],
+                                                delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
+                        else:
+                            partial[t, n, p] = zero
+                            delta[t, n, lo:hi] = zero
     return carry
 
 
@@ -179,36 +206,67 @@ def parallel_products(parallel):
     return bool(parallel) or numba.get_num_threads() > 1
 
 
-def row_blocks(N, parallel):
-    """How many row blocks a recurrence uses: one serially, one per thread in parallel
-    (never more than the rows)."""
-    if not parallel:
-        return 1
+#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` (the default: auto) runs
+#: a recurrence's panels on Numba's threads. Measured on 2 cores (forward, ms, serial ÷
+#: two panels in parallel): below it the per-step parallel region (~1 µs with omp) and
+#: the barrier cost what the split saves.
+PARALLEL_MIN_MACS = 1 << 20
+
+#: Panels start on multiples of this many units (64 bytes of float32), so that two
+#: threads never write the same cache line of a state row.
+PANEL_ALIGN = 16
+
+
+def recurrence_panels(N, H, parallel):
+    """How many hidden-unit panels a recurrence uses: one serially, one per Numba
+    thread in parallel; ``parallel=None`` is parallel when there is more than one
+    thread and the step product is big (:data:`PARALLEL_MIN_MACS`)."""
     import numba
-    return max(1, min(N, numba.get_num_threads()))
+    threads = numba.get_num_threads()
+    if parallel is None:
+        parallel = threads > 1 and N * H * H >= PARALLEL_MIN_MACS
+    return max(1, min(H, threads)) if parallel else 1
 
 
-def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
-                       blocks=None, overwrite_U=False):
+def _panel_width(H, panels):
+    """Units per panel: ``ceil(H / panels)``, rounded up to :data:`PANEL_ALIGN` when
+    that still leaves every panel some units."""
+    width = -(-H // max(1, int(panels)))
+    aligned = -(-width // PANEL_ALIGN) * PANEL_ALIGN
+    return aligned if aligned * (-(-H // width) - 1) < H else width
+
+
+def _variant(parallel, panels):
+    """Which compiled variant runs: the ``prange`` one for ``parallel=True``, or for
+    ``None`` whenever there is more than one panel."""
+    return panels > 1 if parallel is None else bool(parallel)
+
+
+def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=None,
+                       panels=None, overwrite_U=False):
     """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
 
     ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
-    ``lengths`` (N,) valid steps per sequence (None: all T); ``blocks`` row blocks
-    (default :func:`row_blocks`). With ``overwrite_U`` the states are written over
-    ``U`` (each a<t> element replaces the U<t> element it is computed from), saving
-    one activation-sized array.
+    ``lengths`` (N,) valid steps per sequence (None: all T); ``panels`` hidden-unit
+    panels (default :func:`recurrence_panels`). With ``overwrite_U`` the states are
+    written over ``U`` (each a<t> element replaces the U<t> element it is computed
+    from), saving one activation-sized array.
     """
-    T, N, _ = U.shape
+    T, N, H = U.shape
     A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
-    blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
-    _forward_kernels[bool(parallel)](U, W_aa, a0, _lengths_or_full(lengths, T, N), kind,
-                                     bool(reverse), blocks, A)
+    panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
+    variant = _variant(parallel, panels)
+    Wp = pack_panels(W_aa.T, _panel_width(H, panels))             # panels of W_aaᵀ
+    with blas_single_threaded() if variant else contextlib.nullcontext():
+        _forward_kernels[variant](U, Wp, a0, _lengths_or_full(lengths, T, N), kind,
+                                  bool(reverse), A,
+                                  np.empty((Wp.shape[0], N, Wp.shape[2]), U.dtype))
     return A
 
 
-def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None,
-                        blocks=None):
+def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, lengths=None,
+                        panels=None):
     """Run BPTT through the recurrence.
 
     Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a0 (N, H) and the
@@ -216,15 +274,19 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     """
     T, N, H = A.shape
     delta = np.empty_like(A)
-    norms = np.empty((T, N), dtype=A.dtype)
     if dh_n is None:
         carry = np.zeros((N, H), dtype=A.dtype)
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
-    blocks = row_blocks(N, parallel) if blocks is None else int(blocks)
-    dh0 = _backward_kernels[bool(parallel)](dA, A, W_aa, carry, _lengths_or_full(lengths, T, N),
-                                            kind, bool(reverse), blocks, delta, norms)
-    return delta, dh0, norms
+    panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
+    variant = _variant(parallel, panels)
+    Wp = pack_panels(W_aa, _panel_width(H, panels))               # panels of W_aa
+    partial = np.empty((T, N, Wp.shape[0]), dtype=A.dtype)
+    with blas_single_threaded() if variant else contextlib.nullcontext():
+        dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
+                                         kind, bool(reverse), delta, partial,
+                                         np.empty((Wp.shape[0], N, Wp.shape[2]), A.dtype))
+    return delta, dh0, np.sqrt(partial.sum(axis=2))
 
 
 # --- the batched products over all T·N rows ---------------------------------------
@@ -337,14 +399,15 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     D = x.shape[2]
     d2 = delta.reshape(T * N, H)
     dW_ax = _matmul_tn(d2, x.reshape(T * N, D), parallel)
-    if reverse:   # a<t+1> pairs with δ<t> for t < T-1; a0 pairs with δ<T-1>
-        dW_aa = _matmul_tn(delta[T - 1], a0)
-        if T > 1:
-            dW_aa += _matmul_tn(delta[:-1].reshape(-1, H), A[1:].reshape(-1, H), parallel)
-    else:         # a<t-1> pairs with δ<t> for t > 0; a0 pairs with δ<0>
-        dW_aa = _matmul_tn(delta[0], a0)
-        if T > 1:
-            dW_aa += _matmul_tn(delta[1:].reshape(-1, H), A[:-1].reshape(-1, H), parallel)
+    first = T - 1 if reverse else 0       # the step whose previous state is a0
+    if T > 1:     # a<t-1> pairs with δ<t> for t > 0 (a<t+1> with δ<t> for t < T-1, reverse)
+        later, earlier = (slice(0, T - 1), slice(1, T)) if reverse else \
+            (slice(1, T), slice(0, T - 1))
+        dW_aa = _matmul_tn(delta[later].reshape(-1, H), A[earlier].reshape(-1, H), parallel)
+        if np.any(a0):                    # a zero initial state adds exactly nothing
+            dW_aa += _matmul_tn(delta[first], a0)
+    else:
+        dW_aa = _matmul_tn(delta[first], a0)
     blocks = _blocks(T * N, SUM_BLOCKS)
     db = np.empty(H, dtype=delta.dtype)
     _colsum_kernels[bool(parallel)](d2, blocks, np.empty((blocks, H), delta.dtype), db)
