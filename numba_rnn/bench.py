@@ -8,6 +8,9 @@ ratio ours/peer is what is compared, never an absolute time.
 
 - :class:`NumpyRNN`: what a researcher writes by hand — input projection hoisted, one
   ``a = tanh(U[t] + a @ W_aaᵀ)`` per step, weight gradients as one GEMM each.
+Timing (:func:`_median_alternating`): ours and one peer alternate, each timed call
+right after an untimed call of the same function; ratios come from each pairing.
+
 - :func:`gemm_floor`: the same matrix products issued back-to-back through NumPy's
   BLAS — what the recurrence cannot beat without changing the math.
 - torch: ``torch.nn.RNN`` (CPU), when installed; skipped otherwise.
@@ -93,15 +96,41 @@ def gemm_floor(x, W_ax, W_aa, op):
     return U.T @ U, U.T @ x2, U @ W_ax
 
 
+def _timed(f):
+    """ms of one call of ``f``, right after an untimed call of it.
+
+    Four thread pools can share this process (Numba's OpenMP, NumPy's and SciPy's
+    OpenBLAS, torch's). A pool just used keeps spinning for a while, and a woken
+    OpenMP worker can start on its master's core; either slows the *next* library
+    called, by up to 2-3x on the 2-core machine. The untimed call lets each contender
+    start its timed call from its own steady state, as in a training loop.
+    """
+    f()
+    t0 = time.perf_counter()
+    f()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def _median_alternating(fns, repeats):
-    """Time each function ``repeats`` times, interleaved; medians in ms."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Time ``fns["ours"]`` against each other function in turn, alternating the two
+    ``repeats`` times (each timed call after an untimed one, see :func:`_timed`).
+
+    Returns medians in ms — ours over all its timings — and ``ratio_<peer>``, the
+    median of ours over the median of the peer within that peer's pairing.
+    """
+    ours, res, all_ours = fns["ours"], {}, []
+    for k, f in fns.items():
+        if k == "ours":
+            continue
+        a, b = [], []
+        for _ in range(repeats):
+            a.append(_timed(ours))
+            b.append(_timed(f))
+        res[k] = float(np.median(b))
+        res["ratio_" + k] = float(np.median(a)) / res[k]
+        all_ours += a
+    res["ours"] = float(np.median(all_ours))
+    return res
 
 
 def torch_rnn(W_ax, W_aa, b, device):
@@ -195,11 +224,11 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
             "shape": shape, "dtype": dtype, "op": op, "N": N, "D": D, "H": H, "T": T,
             "ours_ms": ms["ours"], "numpy_ms": ms["numpy"], "torch_ms": ms.get("torch"),
             "floor_ms": ms["floor"], "best_peer": best,
-            "ratio_best_peer": ms["ours"] / peers[best],
-            "ratio_numpy": ms["ours"] / ms["numpy"],
-            "ratio_torch": ms["ours"] / ms["torch"] if "torch" in ms else None,
+            "ratio_best_peer": ms["ratio_" + best],
+            "ratio_numpy": ms["ratio_numpy"],
+            "ratio_torch": ms.get("ratio_torch"),
             "gflops": flops(shape, op) / ms["ours"] / 1e6,
-            "floor_fraction": ms["floor"] / ms["ours"],
+            "floor_fraction": 1.0 / ms["ratio_floor"],
         })
     return rows
 
