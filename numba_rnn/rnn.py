@@ -97,16 +97,16 @@ class RNN:
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
     parallel : bool or None, default None
-        Run the recurrences on Numba's threads too (hidden units cut into one panel per
-        thread, one parallel region per time step). ``None`` decides per layer: in
-        parallel when there is more than one thread and the step product is big
-        (N·H·H ≥ :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`, e.g. batch 64 at
-        H = 128), serially otherwise, where a region per step costs more than it saves.
-        The batched products over all T·N rows (input projection, weight and input
-        gradients) always use Numba's threads when there is more than one
-        (``NUMBA_NUM_THREADS``; set it to 1 for a single-core run); BLAS is
-        single-threaded inside, so only one thread pool is ever active. Results are
-        bitwise reproducible for a given thread count (see :mod:`numba_rnn.kernels.cpu`).
+        Run on Numba's threads (``NUMBA_NUM_THREADS``): the recurrences with the hidden
+        units cut into one panel per thread (one parallel region per time step), and
+        the batched products over all T·N rows (input projection, weight and input
+        gradients) in fixed row blocks. ``None`` decides per call: in parallel when
+        there is more than one thread and the step product is big (N·H·H ≥
+        :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`, e.g. batch 16 at H = 128),
+        on one core otherwise, where a region per step costs about what it saves.
+        BLAS is single-threaded inside, so only one thread pool is ever active.
+        Results are bitwise reproducible for a given thread count (see
+        :mod:`numba_rnn.kernels.cpu`).
 
     Attributes
     ----------
@@ -346,16 +346,16 @@ class RNN:
 
     def _forward(self, x, h0, lengths, training, rng, keep):
         """Time-major forward over all layers and directions."""
-        with self._backend.compute_context(self._backend.parallel_products(self.parallel)):
-            return self._forward_layers(x, h0, lengths, training, rng, keep)
+        par = self._backend.resolve_parallel(self.parallel, x.shape[1], self.hidden_size)
+        with self._backend.compute_context(par):
+            return self._forward_layers(x, h0, lengths, training, rng, keep, par)
 
-    def _forward_layers(self, x, h0, lengths, training, rng, keep):
+    def _forward_layers(self, x, h0, lengths, training, rng, keep, par):
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         T, N, _ = x.shape
         dirs = self.num_directions
         h_n = be.empty((self.num_layers * dirs, N, H), self.dtype)
         lengths = be.kernel_lengths(lengths)            # on the GPU: copied over once
-        products = be.parallel_products(self.parallel)
         layers = []
         inp = x
         for k in range(self.num_layers):
@@ -368,9 +368,9 @@ class RNN:
                 s = f"_l{k}" + ("_reverse" if d else "")
                 a0 = h0[k * dirs + d]
                 U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s),  # (T, N, H)
-                                        parallel=products)
+                                        parallel=par)
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
-                                          parallel=self.parallel, lengths=lengths,
+                                          parallel=par, lengths=lengths,
                                           overwrite_U=True)           # U is ours: reuse it
                 be.assign_(h_n[k * dirs + d], A[0] if d else A[T - 1])
                 states.append(A)
@@ -424,15 +424,15 @@ class RNN:
         widest = max(dirs * H, self.input_size)
         check_fits(T * N * (3 * dirs * H + widest) * self.dtype.itemsize,
                    f"backward over T={T}, N={N}", self.device, _ADVICE)
-        with self._backend.compute_context(self._backend.parallel_products(self.parallel)):
-            return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device)
+        par = self._backend.resolve_parallel(self.parallel, N, H)
+        with self._backend.compute_context(par):
+            return self._backward_layers(cache, d_layer, d_hn, keep_deltas, on_device, par)
 
-    def _backward_layers(self, cache, d_layer, d_hn, keep_deltas, on_device=False):
+    def _backward_layers(self, cache, d_layer, d_hn, keep_deltas, on_device=False, par=False):
         """Time-major BPTT through all layers and directions (inputs validated)."""
         be, P, H = self._backend, self._checked_params(), self.hidden_size
         N, dirs = cache.N, self.num_directions
         lengths = be.kernel_lengths(cache.lengths)
-        products = be.parallel_products(self.parallel)
         grads = {}
         dh0 = be.empty((self.num_layers * dirs, N, H), self.dtype)
         for k in reversed(range(self.num_layers)):
@@ -444,13 +444,13 @@ class RNN:
                       else be.take_last(d_layer, d * H, (d + 1) * H))
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
-                    reverse=bool(d), parallel=self.parallel, lengths=lengths)
+                    reverse=bool(d), parallel=par, lengths=lengths)
                 dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
-                                                   reverse=bool(d), parallel=products)
+                                                   reverse=bool(d), parallel=par)
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
                 if self.bias:
                     grads["b_a" + s] = db
-                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=products)
+                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=par)
                 d_inp = dx_d if d_inp is None else be.add_(d_inp, dx_d)
                 be.assign_(dh0[k * dirs + d], dh0_kd)
                 cache.hidden_grad_norms[s[1:]] = norms

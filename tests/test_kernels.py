@@ -147,3 +147,24 @@ def test_forward_in_place_over_U_equals_out_of_place(reverse, rng):
     A2 = cpu.recurrence_forward(U2, W, a0, 0, reverse, lengths=lengths, overwrite_U=True)
     assert A2 is U2
     np.testing.assert_array_equal(A, A2)
+
+
+def test_parallel_is_resolved_from_the_step_size(monkeypatch):
+    import numba
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    assert cpu.resolve_parallel(None, 16, 128) and cpu.recurrence_panels(16, 128, None) == 2
+    assert not cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_panels(16, 64, None) == 1
+    assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
+    assert cpu.recurrence_panels(1, 1, True) == 1                   # never more than H
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert not cpu.resolve_parallel(None, 64, 1024)                 # one thread: serial
+
+
+def test_panels_are_aligned_and_packed():
+    assert cpu._panel_width(1024, 2) == 512 and cpu._panel_width(100, 2) == 64
+    assert cpu._panel_width(16, 2) == 8                  # alignment would leave a panel empty
+    M = np.arange(20.0).reshape(4, 5)
+    P = cpu.pack_panels(M, 2)                                        # (3, 4, 2)
+    assert P.shape == (3, 4, 2) and P.flags.c_contiguous
+    np.testing.assert_array_equal(np.concatenate(list(P), axis=1)[:, :5], M)
+    np.testing.assert_array_equal(P[2, :, 1], 0)                     # zero padding

@@ -197,20 +197,28 @@ def _lengths_or_full(lengths, T, N):
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
-def parallel_products(parallel):
-    """Whether the batched products run in row blocks on Numba's threads: always when
-    there is more than one thread (one parallel region per product amortises well;
-    measured on 2 cores, medium train step 1.6 → 1.05 of NumPy's time), and with
-    ``parallel`` anyway."""
-    import numba
-    return bool(parallel) or numba.get_num_threads() > 1
-
-
 #: Per-step multiply-adds (N·H·H) from which ``parallel=None`` (the default: auto) runs
-#: a recurrence's panels on Numba's threads. Measured on 2 cores (forward, ms, serial ÷
-#: two panels in parallel): below it the per-step parallel region (~1 µs with omp) and
-#: the barrier cost what the split saves.
-PARALLEL_MIN_MACS = 1 << 20
+#: a layer on Numba's threads. Measured on 2 cores, model forward and train step,
+#: parallel ÷ serial time (f32 / f64; ±0.1 run to run): N=16 H=64 (2^16) 1.35/0.95 and
+#: 1.26/1.06, N=1 H=256 (2^16) 1.21/1.13, N=32 H=64 (2^17) 1.14/0.80, N=8 H=128 (2^17)
+#: 0.90/0.87, N=4 H=256 (2^18) 0.90/0.68 and 0.78/0.66, N=16 H=128 (2^18) 0.83/0.75,
+#: N=64 H=128 (2^20) 0.61/0.62, N=4 H=512 (2^20) 0.24/0.30. Below it the per-step
+#: parallel region and barrier cost about what the split saves, and an OpenMP worker
+#: still spinning after a parallel product can share the core of the serial
+#: recurrence that follows (seen: the stream forward, 3 → 8 ms), so small layers run
+#: on one core throughout.
+PARALLEL_MIN_MACS = 1 << 18
+
+
+def resolve_parallel(parallel, N, H):
+    """Whether a layer with batch N and H hidden units runs on Numba's threads — its
+    recurrences (one panel per thread) and its batched products (fixed row blocks):
+    ``parallel`` itself when a bool; for ``None``, when there is more than one thread
+    and N·H·H ≥ :data:`PARALLEL_MIN_MACS`."""
+    if parallel is not None:
+        return bool(parallel)
+    import numba
+    return numba.get_num_threads() > 1 and N * H * H >= PARALLEL_MIN_MACS
 
 #: Panels start on multiples of this many units (64 bytes of float32), so that two
 #: threads never write the same cache line of a state row.
@@ -219,13 +227,11 @@ PANEL_ALIGN = 16
 
 def recurrence_panels(N, H, parallel):
     """How many hidden-unit panels a recurrence uses: one serially, one per Numba
-    thread in parallel; ``parallel=None`` is parallel when there is more than one
-    thread and the step product is big (:data:`PARALLEL_MIN_MACS`)."""
+    thread in parallel (``parallel=None``: see :func:`resolve_parallel`)."""
+    if not resolve_parallel(parallel, N, H):
+        return 1
     import numba
-    threads = numba.get_num_threads()
-    if parallel is None:
-        parallel = threads > 1 and N * H * H >= PARALLEL_MIN_MACS
-    return max(1, min(H, threads)) if parallel else 1
+    return max(1, min(H, numba.get_num_threads()))
 
 
 def _panel_width(H, panels):
