@@ -66,3 +66,11 @@ def test_activations_that_cannot_fit_fail_before_allocating(call):
     tracemalloc.stop()
     assert time.perf_counter() - t0 < 1.0 and peak < 10**6
     assert issubclass(ActivationMemoryError, MemoryError)
+
+
+def test_small_passes_skip_the_memory_reading(monkeypatch):
+    from numba_rnn import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 0)
+    memory.check_fits(memory.UNCHECKED_BYTES - 1, "small")           # not even read
+    with pytest.raises(ActivationMemoryError):
+        memory.check_fits(memory.UNCHECKED_BYTES, "big")

@@ -1,17 +1,23 @@
-"""A vectorisable tanh for Numba kernels, within 1.5 ulp in float32 and float64.
+"""A vectorisable tanh for Numba kernels, within 2.5 ulp in float32 and float64.
 
 Numba's ``math.tanh`` calls the C library one element at a time (~10–20 ns each; no
 SVML in PyPI's llvmlite), which makes tanh, not the matrix products, the cost of a
 recurrence at medium and large sizes. This one is straight-line arithmetic that LLVM
-turns into SIMD code inside the row loops:
+turns into SIMD code inside the row loops, with a single division and no branch:
 
-- |x| < 0.625: Cephes' odd rational/polynomial approximation around 0;
-- 0.625 ≤ |x|: tanh|x| = 1 − 2/(e^(2|x|) + 1), with e^y computed by Cody–Waite range
-  reduction (y = k·ln2 + r, |r| ≤ ln2/2), a Taylor polynomial for e^r and 2^k built from
-  its exponent bits; |x| is capped where tanh rounds to ±1 (20 in float64, 10 in
-  float32), so infinities give ±1 and nothing overflows;
-- the two results are blended with a select (no branch), the sign is restored, and
-  NaN propagates.
+    tanh|x| = m / (m + 2),   m = e^(2|x|) − 1,
+
+the sign restored with ``copysign`` (so ±0 stay ±0). ``m`` is computed like expm1:
+Cody–Waite range reduction 2|x| = k·ln2 + r (|r| ≤ ln2/2), a Taylor polynomial for
+e^r − 1 = r + r²·P(r) (no cancellation near 0, so tiny x come out as x), and
+m = 2^k·(e^r − 1) + (2^k − 1) with 2^k built from its exponent bits. |x| is capped
+where tanh rounds to ±1 (20 in float64, 10 in float32), so infinities give ±1 and
+nothing overflows; NaN propagates.
+
+An earlier version blended a rational approximation near 0 with 1 − 2/(e^(2|x|)+1)
+(within 1.5 ulp, two divisions in float64); this one measured 1.4× faster in float32
+and 1.5× in float64 (0.74 vs 1.03 and 2.1 vs 3.1 ns per element on the 2-core
+machine) for one more ulp at worst.
 
 :func:`fast_tanh` dispatches on the argument's type: float32 code stays float32.
 The accuracy over the whole float range is tested (``tests/test_fast_tanh.py``).
@@ -43,38 +49,27 @@ _D = np.float64
 _LOG2E_64 = _D(1.4426950408889634)
 _LN2_HI_64 = _D(6.93147180369123816490e-01)   # ln 2, high bits (exact product with k)
 _LN2_LO_64 = _D(1.90821492927058770002e-10)   # ln 2 − _LN2_HI_64
-_HALF_64, _ONE_64, _TWO_64 = _D(0.5), _D(1.0), _D(2.0)
-_SMALL_64, _CAP_64 = _D(0.625), _D(20.0)
-# e^r Taylor coefficients 1/n!, n = 2 … 13 (written out: a loop over a tuple would
-# stop LLVM from vectorising the caller's loop)
+_HALF_64, _ONE_64, _TWO_64, _CAP_64 = _D(0.5), _D(1.0), _D(2.0), _D(20.0)
+# Taylor coefficients 1/n!, n = 2 … 13 (written out: a loop over a tuple would stop
+# LLVM from vectorising the caller's loop)
 (_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12,
  _E13) = (_D(1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))))
           for n in range(2, 14))
-_P0, _P1, _P2 = (_D(-9.64399179425052238628e-1), _D(-9.92877231001918586564e1),
-                 _D(-1.61468768441708447952e3))
-_Q0, _Q1, _Q2 = (_D(1.12811678491632931402e2), _D(2.23548839060100448583e3),
-                 _D(4.84406305325125486048e3))
 
 
 def _tanh64(x):
     ax = abs(x)
     ax = _CAP_64 if ax > _CAP_64 else ax               # NaN is not > cap: it stays NaN
-    # large |x|: 1 - 2 / (e^(2|x|) + 1)
     y = _TWO_64 * ax
-    k = np.floor(y * _LOG2E_64 + _HALF_64)
+    k = np.floor(y * _LOG2E_64 + _HALF_64)             # y = k·ln2 + r
     r = (y - k * _LN2_HI_64) - k * _LN2_LO_64
     p = ((((((((((_E13 * r + _E12) * r + _E11) * r + _E10) * r + _E9) * r + _E8) * r
                 + _E7) * r + _E6) * r + _E5) * r + _E4) * r + _E3) * r + _E2
-    p = (p * r + _ONE_64) * r + _ONE_64                # e^r
-    kk = np.int64(k) if k == k else np.int64(0)        # NaN: any exponent, p is NaN
-    e = p * _bits_to_float64((kk + 1023) << 52)        # e^r · 2^k
-    big = _ONE_64 - _TWO_64 / (e + _ONE_64)
-    big = big if x >= 0 else -big
-    # small |x|: x + x·z·P(z)/Q(z), z = x²
-    z = x * x
-    corr = x * z * (((_P0 * z + _P1) * z + _P2) / (((z + _Q0) * z + _Q1) * z + _Q2))
-    small = x + corr if corr != 0 else x               # keeps the sign of ±0 and tiny x
-    return small if ax < _SMALL_64 else big
+    em1_r = r + r * r * p                              # e^r − 1
+    kk = np.int64(k) if k == k else np.int64(0)        # NaN: any exponent, r is NaN
+    two_k = _bits_to_float64((kk + 1023) << 52)
+    m = two_k * em1_r + (two_k - _ONE_64)              # e^y − 1
+    return np.copysign(m / (m + _TWO_64), x)
 
 
 # ---------------------------------------------------------------- float32 constants
@@ -82,13 +77,9 @@ _F = np.float32
 _LOG2E_32 = _F(1.44269504088896341)
 _LN2_HI_32 = _F(0.693359375)
 _LN2_LO_32 = _F(-2.12194440e-4)
-_HALF_32, _ONE_32, _TWO_32 = _F(0.5), _F(1.0), _F(2.0)
-_SMALL_32, _CAP_32 = _F(0.625), _F(10.0)
+_HALF_32, _ONE_32, _TWO_32, _CAP_32 = _F(0.5), _F(1.0), _F(2.0), _F(10.0)
 (_G2, _G3, _G4, _G5, _G6, _G7) = (_F(1.0 / float(np.prod(np.arange(1, n + 1))))
                                   for n in range(2, 8))
-_T0, _T1, _T2, _T3, _T4 = (_F(-5.70498872745e-3), _F(2.06390887954e-2),
-                           _F(-5.37397155531e-2), _F(1.33314422036e-1),
-                           _F(-3.33332819422e-1))
 
 
 def _tanh32(x):
@@ -98,15 +89,11 @@ def _tanh32(x):
     k = np.floor(y * _LOG2E_32 + _HALF_32)
     r = (y - k * _LN2_HI_32) - k * _LN2_LO_32
     p = ((((_G7 * r + _G6) * r + _G5) * r + _G4) * r + _G3) * r + _G2
-    p = (p * r + _ONE_32) * r + _ONE_32
+    em1_r = r + r * r * p
     kk = np.int32(k) if k == k else np.int32(0)
-    e = p * _bits_to_float32((kk + np.int32(127)) << np.int32(23))
-    big = _ONE_32 - _TWO_32 / (e + _ONE_32)
-    big = big if x >= 0 else -big
-    z = x * x
-    corr = ((((_T0 * z + _T1) * z + _T2) * z + _T3) * z + _T4) * z * x
-    small = x + corr if corr != 0 else x
-    return small if ax < _SMALL_32 else big
+    two_k = _bits_to_float32((kk + np.int32(127)) << np.int32(23))
+    m = two_k * em1_r + (two_k - _ONE_32)
+    return np.copysign(m / (m + _TWO_32), x)
 
 
 def fast_tanh(x):

@@ -25,10 +25,10 @@ import threading
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls before we look for it)
 from threadpoolctl import ThreadpoolController
 
-_controller = None
+_blas = None            # threadpoolctl's controllers of the BLAS libraries, found once
 _lock = threading.Lock()
 _depth = 0              # how many of our calls are inside, over all Python threads
-_limiter = None
+_saved = []             # their thread counts before the first of those calls entered
 
 
 @contextlib.contextmanager
@@ -40,12 +40,14 @@ def blas_single_threaded():
     the original (a plain nested ``limit`` per call would let a thread that leaves
     early restore the limit under another still running, or restore a stale one).
     """
-    global _controller, _depth, _limiter
+    global _blas, _depth, _saved
     with _lock:
-        if _controller is None:
-            _controller = ThreadpoolController()
+        if _blas is None:     # threadpoolctl's own ``limit`` re-reads every library: ~10 µs
+            _blas = ThreadpoolController().select(user_api="blas").lib_controllers
         if _depth == 0:
-            _limiter = _controller.limit(limits=1, user_api="blas")
+            _saved = [lib.num_threads for lib in _blas]
+            for lib in _blas:
+                lib.set_num_threads(1)
         _depth += 1
     try:
         yield
@@ -53,8 +55,8 @@ def blas_single_threaded():
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+                for lib, n in zip(_blas, _saved, strict=True):
+                    lib.set_num_threads(n)
 
 
 _parallel_lock = threading.RLock()
