@@ -155,25 +155,29 @@ def test_float32_within_tolerance_of_float64(bidirectional, num_layers):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_parallel_model_equals_serial(dtype):
-    """The parallel model cuts the batch into one row block per thread; the kernels are
-    bitwise equal for equal blocks (tests/test_kernels.py), and a different cut only
-    changes how BLAS splits its products: agreement to rounding."""
+@pytest.mark.parametrize("H", [6, 40, 100])
+def test_parallel_model_equals_serial_bitwise(dtype, H):
+    """The parallel model cuts the hidden units into one panel per thread and runs the
+    batched products' fixed row blocks on threads: the same bits as one core (outputs,
+    every gradient, dx and the per-timestep norms)."""
     kw = dict(num_layers=2, bidirectional=True, dtype=dtype, seed=4)
-    ser, par = nr.RNN(4, 6, parallel=False, **kw), nr.RNN(4, 6, parallel=True, **kw)
-    x = np.random.default_rng(0).standard_normal((7, 5, 4)).astype(dtype)
-    tol = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
-    o1, h1, c1 = ser.forward(x)
-    o2, h2, c2 = par.forward(x)
-    np.testing.assert_allclose(o1, o2, **tol)
-    np.testing.assert_allclose(h1, h2, **tol)
-    g1, dx1, _ = ser.backward(c1, np.ones_like(o1))
-    g2, dx2, _ = par.backward(c2, np.ones_like(o2))
-    np.testing.assert_allclose(dx1, dx2, **tol)
+    ser, par = nr.RNN(4, H, parallel=False, **kw), nr.RNN(4, H, parallel=True, **kw)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 5, 4)).astype(dtype)
+    d_out = rng.standard_normal((7, 5, 2 * H)).astype(dtype)
+    lengths = np.array([7, 3, 5, 1, 7])
+    o1, h1, c1 = ser.forward(x, lengths=lengths)
+    o2, h2, c2 = par.forward(x, lengths=lengths)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(h1, h2)
+    g1, dx1, dh1 = ser.backward(c1, d_out)
+    g2, dx2, dh2 = par.backward(c2, d_out)
+    np.testing.assert_array_equal(dx1, dx2)
+    np.testing.assert_array_equal(dh1, dh2)
     for name in g1:
-        np.testing.assert_allclose(g1[name], g2[name], **tol)
+        np.testing.assert_array_equal(g1[name], g2[name])
     for key in c1.hidden_grad_norms:
-        np.testing.assert_allclose(c1.hidden_grad_norms[key], c2.hidden_grad_norms[key], **tol)
+        np.testing.assert_array_equal(c1.hidden_grad_norms[key], c2.hidden_grad_norms[key])
 
 
 def test_concatenated_weight_view():

@@ -144,9 +144,10 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
         As in ``_forward``.
     delta : (T, N, H) C-contiguous array, written
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
-    partial : (T, N, panels) array, written
-        Each panel's Σ_j (∂L/∂a<t>)_j² (0 at padding), summed by the caller in panel
-        order into the per-timestep hidden-gradient norms.
+    partial : (T, N, ceil(H / chunk)) array, written
+        Σ_j (∂L/∂a<t>)_j² over each chunk of ``chunk`` units (0 at padding), summed by
+        the caller into the per-timestep hidden-gradient norms. Panel widths are
+        multiples of ``chunk``, so the sums are the same for any panel count.
     buf : (panels, N, width) array
         Scratch for the step product.
 
@@ -158,6 +159,7 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
     T, N, H = A.shape
     zero = delta.dtype.type(0)
     panels, width = Wp.shape[0], Wp.shape[2]
+    chunk = PANEL_ALIGN
     carry = dh_n
     for s in range(T + 1):            # region s: finish step s-1's product, then step s
         t = s if reverse else T - 1 - s
@@ -173,16 +175,18 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
                 if s < T:
                     for n in range(N):
                         if t < lengths[n]:
-                            acc = zero
-                            for j in range(lo, hi):
-                                gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + carry
-                                acc += gj * gj
-                                carry[n, j] = gj
-                            partial[t, n, p] = acc              # Σ_j g², this panel
+                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                                acc = zero
+                                for j in range(c * chunk, min(hi, (c + 1) * chunk)):
+                                    gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + carry
+                                    acc += gj * gj
+                                    carry[n, j] = gj
+                                partial[t, n, c] = acc          # Σ_j g², this chunk
                             activation_grad_row(kind, A[t, n, lo:hi], carry[n, lo:hi],
                                                 delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
                         else:
-                            partial[t, n, p] = zero
+                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                                partial[t, n, c] = zero
                             delta[t, n, lo:hi] = zero
     return carry
 
@@ -221,7 +225,9 @@ def resolve_parallel(parallel, N, H):
     return numba.get_num_threads() > 1 and N * H * H >= PARALLEL_MIN_MACS
 
 #: Panels start on multiples of this many units (64 bytes of float32), so that two
-#: threads never write the same cache line of a state row.
+#: threads never write the same cache line of a state row; the backward sums the
+#: squared gradient in chunks of this many units, so the per-timestep norms — like
+#: everything else — are bitwise the same for any panel count, serial or parallel.
 PANEL_ALIGN = 16
 
 
@@ -235,11 +241,10 @@ def recurrence_panels(N, H, parallel):
 
 
 def _panel_width(H, panels):
-    """Units per panel: ``ceil(H / panels)``, rounded up to :data:`PANEL_ALIGN` when
-    that still leaves every panel some units."""
+    """Units per panel: ``ceil(H / panels)`` rounded up to a multiple of
+    :data:`PANEL_ALIGN` (so a small H may use fewer panels than asked for)."""
     width = -(-H // max(1, int(panels)))
-    aligned = -(-width // PANEL_ALIGN) * PANEL_ALIGN
-    return aligned if aligned * (-(-H // width) - 1) < H else width
+    return -(-width // PANEL_ALIGN) * PANEL_ALIGN
 
 
 def _variant(parallel, panels):
@@ -287,7 +292,7 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
     variant = _variant(parallel, panels)
     Wp = pack_panels(W_aa, _panel_width(H, panels))               # panels of W_aa
-    partial = np.empty((T, N, Wp.shape[0]), dtype=A.dtype)
+    partial = np.empty((T, N, -(-H // PANEL_ALIGN)), dtype=A.dtype)
     with blas_single_threaded() if variant else contextlib.nullcontext():
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
                                          kind, bool(reverse), delta, partial,
