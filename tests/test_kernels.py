@@ -173,3 +173,5 @@ def test_panels_are_aligned_and_packed():
     assert P.shape == (3, 4, 2) and P.flags.c_contiguous
     np.testing.assert_array_equal(np.concatenate(list(P), axis=1)[:, :5], M)
     np.testing.assert_array_equal(P[2, :, 1], 0)                     # zero padding
+    R = cpu.pack_panels(M, 2, gemv=True)                             # (3, 2, 4): rows
+    np.testing.assert_array_equal(R, P.transpose(0, 2, 1))

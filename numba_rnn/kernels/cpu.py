@@ -57,25 +57,36 @@ def _compile(py_func, parallel):
     return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
-def pack_panels(M, width):
-    """Cut the columns of M (H, H) into panels of ``width``: a C-contiguous
-    (panels, H, width) array, the last panel zero-padded. Each panel's product is then
-    a plain row-major GEMM (no transposed operand: ~1.8× faster at H = 64)."""
+def pack_panels(M, width, gemv=False):
+    """Cut the columns of M (H, H) into panels of ``width`` for the products ``a·M``.
+
+    For a GEMM (several rows ``a``): a C-contiguous (panels, H, width) array, the last
+    panel zero-padded — each panel's product is a plain row-major GEMM (no transposed
+    operand: ~1.8× faster at H = 64). With ``gemv`` (one row): (panels, width, H), each
+    panel's columns of M stored as rows, so every output is a contiguous dot product
+    (the matrix-vector form that was ~1.5× faster than the axpy form at H = 256,
+    float64).
+    """
     H = M.shape[1]
     panels = -(-H // width)
-    out = np.zeros((panels, M.shape[0], width), dtype=M.dtype)
+    shape = (panels, width, M.shape[0]) if gemv else (panels, M.shape[0], width)
+    out = np.zeros(shape, dtype=M.dtype)
     for p in range(panels):
         lo, hi = p * width, min(H, (p + 1) * width)
-        out[p, :, :hi - lo] = M[:, lo:hi]
+        if gemv:
+            out[p, :hi - lo] = M[:, lo:hi].T
+        else:
+            out[p, :, :hi - lo] = M[:, lo:hi]
     return out
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _panel_product(a, Wp, buf, p):
-    """``buf[p] = a·Wp[p]`` for all rows ``a`` (N, H) and panel ``p`` of packed weights
-    (panels, H, width); returns ``buf[p]`` (N, width). One row goes through GEMV."""
+    """``buf[p] = a·M[:, panel p]`` for all rows ``a`` (N, H), with M packed by
+    :func:`pack_panels` — (panels, H, width), or (panels, width, H) for one row, which
+    goes through GEMV; returns ``buf[p]`` (N, width)."""
     if a.shape[0] == 1:
-        np.dot(a[0], Wp[p], buf[p, 0])                      # (width,) = a·Wp[p]
+        np.dot(Wp[p], a[0], buf[p, 0])                      # (width,) = Wp[p]·a
     else:
         np.dot(a, Wp[p], buf[p])
     return buf[p]
@@ -88,7 +99,7 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
     ----------
     U : (T, N, H) array
         Input projection ``x·W_axᵀ + b`` (computed by :func:`input_projection`).
-    Wp : (panels, H, width) array
+    Wp : (panels, H, width) array, or (panels, width, H) for N = 1
         W_aaᵀ cut into column panels (:func:`pack_panels`): panel p holds the weights
         into hidden units ``p·width … p·width + width - 1``. Each panel does its own
         slice of the step product and its own activations; the parallel variant runs
@@ -110,7 +121,7 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         Scratch for the step product.
     """
     T, N, H = U.shape
-    panels, width = Wp.shape[0], Wp.shape[2]
+    panels, width = buf.shape[0], buf.shape[2]
     prev = a0
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -136,7 +147,7 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
         including what flows back through time. Ignored at padding steps.
     A : (T, N, H) array
         The hidden states saved by the forward pass.
-    Wp : (panels, H, width) array
+    Wp : (panels, H, width) array, or (panels, width, H) for N = 1
         W_aa (not transposed) cut into column panels, as in ``_forward``.
     dh_n : (N, H) C-contiguous array, overwritten (the carried gradient)
         ∂L/∂(final state).
@@ -158,7 +169,7 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
     """
     T, N, H = A.shape
     zero = delta.dtype.type(0)
-    panels, width = Wp.shape[0], Wp.shape[2]
+    panels, width = buf.shape[0], buf.shape[2]
     chunk = PANEL_ALIGN
     carry = dh_n
     for s in range(T + 1):            # region s: finish step s-1's product, then step s
@@ -268,11 +279,12 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
     panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
     variant = _variant(parallel, panels)
-    Wp = pack_panels(W_aa.T, _panel_width(H, panels))             # panels of W_aaᵀ
+    width = _panel_width(H, panels)
+    Wp = pack_panels(W_aa.T, width, N == 1)                       # panels of W_aaᵀ
     with blas_single_threaded() if variant else contextlib.nullcontext():
         _forward_kernels[variant](U, Wp, a0, _lengths_or_full(lengths, T, N), kind,
                                   bool(reverse), A,
-                                  np.empty((Wp.shape[0], N, Wp.shape[2]), U.dtype))
+                                  np.empty((Wp.shape[0], N, width), U.dtype))
     return A
 
 
@@ -291,12 +303,13 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
     panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
     variant = _variant(parallel, panels)
-    Wp = pack_panels(W_aa, _panel_width(H, panels))               # panels of W_aa
+    width = _panel_width(H, panels)
+    Wp = pack_panels(W_aa, width, N == 1)                         # panels of W_aa
     partial = np.empty((T, N, -(-H // PANEL_ALIGN)), dtype=A.dtype)
     with blas_single_threaded() if variant else contextlib.nullcontext():
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
                                          kind, bool(reverse), delta, partial,
-                                         np.empty((Wp.shape[0], N, Wp.shape[2]), A.dtype))
+                                         np.empty((Wp.shape[0], N, width), A.dtype))
     return delta, dh0, np.sqrt(partial.sum(axis=2))
 
 
