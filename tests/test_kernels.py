@@ -175,3 +175,8 @@ def test_panels_are_aligned_and_packed():
     np.testing.assert_array_equal(P[2, :, 1], 0)                     # zero padding
     R = cpu.pack_panels(M, 2, gemv=True)                             # (3, 2, 4): rows
     np.testing.assert_array_equal(R, P.transpose(0, 2, 1))
+    W = np.random.default_rng(0).standard_normal((37, 37))
+    for M, gemv in ((W, False), (W.T, False), (W, True), (W.T, True)):   # blocked transposes
+        P = cpu.pack_panels(M, 16, gemv)
+        cols = np.concatenate([P[p].T if gemv else P[p] for p in range(3)], axis=1)
+        np.testing.assert_array_equal(cols[:, :37], M)

@@ -155,7 +155,7 @@ def test_float32_within_tolerance_of_float64(bidirectional, num_layers):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("H", [6, 40, 100])
+@pytest.mark.parametrize("H", [6, 40, 100, 260])
 def test_parallel_model_equals_serial_bitwise(dtype, H):
     """The parallel model cuts the hidden units into one panel per thread and runs the
     batched products' fixed row blocks on threads: the same bits as one core (outputs,
