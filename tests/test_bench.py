@@ -39,6 +39,7 @@ def test_bench_cli_json_and_table(tmp_path, capsys):
         assert r["ours_ms"] > 0 and r["numpy_ms"] > 0 and r["floor_ms"] > 0
         assert r["ratio_numpy"] > 0 and 0 < r["floor_fraction"]
         assert r["ratio_best_peer"] == r["ratio_" + r["best_peer"]]
+        assert r["ratio_best_peer"] == r["ours_ms"] / r[r["best_peer"] + "_ms"]
     assert res["machine"]["numba"]
     assert main(["bench", "--shapes", "tiny", "--dtype", "float64", "--repeats", "1",
                  "--out", str(chart)]) == 0
@@ -68,5 +69,5 @@ def test_alternating_timer_pairs_ours_with_each_peer():
         return f
     res = bench._median_alternating({k: counter(k) for k in calls}, 3)
     assert calls == {"ours": 2 * 3 * 2, "a": 3 * 2, "b": 3 * 2}
-    assert set(res) == {"ours", "a", "b", "ratio_a", "ratio_b"}
+    assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b"}
     assert all(v > 0 for v in res.values())
