@@ -104,3 +104,21 @@ def test_kernels_vectorise_the_row_loop():
         a = np.zeros(8, dtype)
         fresh(0, a, a, a.copy())
         assert vec in fresh.inspect_llvm(fresh.signatures[0])
+
+
+def test_recurrence_kernels_keep_the_row_loops_vectorised():
+    """The row functions are inlined into the recurrences (5–17 % faster at the tiny
+    shape); the inlined loops must still be SIMD code, with no scalar tanh call."""
+    from numba_rnn.kernels import cpu
+    f = np.float32
+    T, N, H = 3, 2, 32
+    A, a = np.zeros((T, N, H), f), np.zeros((N, H), f)
+    Wp = cpu.pack_panels(np.zeros((H, H), f), 16)
+    fwd = numba.njit(error_model="numpy")(cpu._forward)
+    bwd = numba.njit(error_model="numpy")(cpu._backward)
+    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((2, N, 16), f))
+    bwd(A, A, Wp, a.copy(), np.full(N, T), 0, False, A.copy(), np.zeros((T, N, 2), f),
+        np.zeros((2, N, 16), f))
+    for kernel in (fwd, bwd):
+        ir = kernel.inspect_llvm(kernel.signatures[0])
+        assert "x float>" in ir and "@tanh" not in ir, kernel.__name__

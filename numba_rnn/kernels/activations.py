@@ -1,9 +1,10 @@
 """Row-wise activations and their derivatives, shared by every CPU kernel.
 
-Each function works on one row of ``H`` hidden units and writes into ``out``; the
-branch on the activation code sits outside the inner loop so that LLVM sees a
-plain loop per activation, which it vectorises (``error_model="numpy"``: no
-division-by-zero checks to stop it). Constants take the array's dtype
+Each function works on one row of ``H`` hidden units and writes into ``out``; they are
+inlined into the recurrence kernels (``inline="always"``: a call per row cost ~17 % of
+the tiny-shape forward). The branch on the activation code sits outside the inner
+loop so that LLVM sees a plain loop per activation, which it vectorises
+(``error_model="numpy"``: no division-by-zero checks to stop it). Constants take the array's dtype
 (``out.dtype.type(1)``) so that float32 stays float32 throughout.
 
 Activation codes (kept as small integers because kernels take plain scalars):
@@ -25,7 +26,7 @@ RELU = 1
 NONLINEARITIES = {"tanh": TANH, "relu": RELU}
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def activate_row(kind, u, z, out):
     """``out[j] = g(u[j] + z[j])`` for one row; ``u, z, out`` have shape (H,); ``z`` is
     used as scratch.
@@ -47,7 +48,7 @@ def activate_row(kind, u, z, out):
             out[j] = zero if v <= zero else v  # NaN is not <= 0, so it propagates
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def activation_grad_row(kind, a, g, out):
     """``out[j] = g[j] * g'(z[j])`` for one row, with ``a = g(z)``; shapes (H,)."""
     zero = out.dtype.type(0)
