@@ -9,14 +9,15 @@ T·N rows, a BLAS call per row block from a Numba kernel.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
 from the same source (``prange`` is ``range`` when ``parallel=False``). Both cut the
-hidden units into **panels** (contiguous column ranges); each panel computes its own
-slice of the step product (a BLAS call on its rows of W_aa, a GEMV for a single
-sequence) and the activations of its own units. The parallel variant runs the panels
-of a step on separate threads — one parallel region per step, whose end is the
-barrier the next step needs — so each core reads only its panel of W_aa (at
-H = 1024 float32 the whole matrix exceeds one core's L2, half of it does not). Given
-the same panels both variants execute the same instructions, so they give bitwise the
-same numbers.
+hidden units into **panels** (contiguous ranges of :data:`PANEL_ALIGN`-multiple
+width); each panel computes its own slice of the step product (a BLAS call on its
+block of the weights, a GEMV for a single sequence) and the activations of its own
+units. The parallel variant runs the panels of a step on separate threads — one
+parallel region per step, whose end is the barrier the next step needs — so each core
+reads only its panel of W_aa (at H = 1024 float32 the whole matrix exceeds one core's
+L2, half of it does not). Each unit's product is the same BLAS dot product whatever
+panel holds it, and the backward sums its norms in fixed chunks, so any panel count,
+serial or parallel, gives bitwise the same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
@@ -28,7 +29,8 @@ Forward and backward are written as mirrors, line for line::
 and after the backward loop one more product, carry = δ<0>·W_aa, gives ∂L/∂a0. A
 panel of the forward multiplies by columns ``lo:hi`` of W_aaᵀ; its mirror in the
 backward by columns ``lo:hi`` of W_aa — each packed once per call into contiguous
-panels (:func:`pack_panels`), so every product is a plain row-major GEMM. A reverse
+panels (:func:`pack_panels`), so every product is a plain row-major GEMM (or a
+dot-form GEMV for N = 1). A reverse
 direction walks time the other way: its "previous" step is t+1.
 """
 import contextlib
@@ -249,6 +251,7 @@ def resolve_parallel(parallel, N, H):
         return bool(parallel)
     import numba
     return numba.get_num_threads() > 1 and N * H * H >= PARALLEL_MIN_MACS
+
 
 #: Panels start on multiples of this many units (64 bytes of float32), so that two
 #: threads never write the same cache line of a state row; the backward sums the
