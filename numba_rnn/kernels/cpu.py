@@ -154,7 +154,7 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         prev = A[t]
 
 
-def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
+def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, buf):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
@@ -172,10 +172,12 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
         As in ``_forward``.
     delta : (T, N, H) C-contiguous array, written
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
-    partial : (T, N, ceil(H / chunk)) array, written
-        Σ_j (∂L/∂a<t>)_j² over each chunk of ``chunk`` units (0 at padding), summed by
-        the caller into the per-timestep hidden-gradient norms. Panel widths are
-        multiples of ``chunk``, so the sums are the same for any panel count.
+    norms : (T, N) array, written
+        ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
+    partial : (N, ceil(H / PANEL_ALIGN)) array
+        Scratch: each step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units, added
+        up in chunk order after the step's parallel region. Panel widths are multiples
+        of PANEL_ALIGN, so the norms are the same for any panel count.
     buf : (panels, N, width) array
         Scratch for the step product.
 
@@ -209,13 +211,19 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, buf):
                                     gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + carry
                                     acc += gj * gj
                                     carry[n, j] = gj
-                                partial[t, n, c] = acc          # Σ_j g², this chunk
+                                partial[n, c] = acc             # Σ_j g², this chunk
                             activation_grad_row(kind, A[t, n, lo:hi], carry[n, lo:hi],
                                                 delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
                         else:
                             for c in range(lo // chunk, (hi + chunk - 1) // chunk):
-                                partial[t, n, c] = zero
+                                partial[n, c] = zero
                             delta[t, n, lo:hi] = zero
+        if s < T:
+            for n in range(N):                              # ‖∂L/∂a<t>‖, chunks in order
+                acc = zero
+                for c in range(partial.shape[1]):
+                    acc += partial[n, c]
+                norms[t, n] = np.sqrt(acc)
     return carry
 
 
@@ -323,12 +331,13 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     variant = _variant(parallel, panels)
     width = _panel_width(H, panels)
     Wp = pack_panels(W_aa, width, N == 1)                         # panels of W_aa
-    partial = np.empty((T, N, -(-H // PANEL_ALIGN)), dtype=A.dtype)
+    norms = np.empty((T, N), dtype=A.dtype)
+    partial = np.empty((N, -(-H // PANEL_ALIGN)), dtype=A.dtype)
     with blas_single_threaded() if variant else contextlib.nullcontext():
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
-                                         kind, bool(reverse), delta, partial,
+                                         kind, bool(reverse), delta, norms, partial,
                                          np.empty((Wp.shape[0], N, width), A.dtype))
-    return delta, dh0, np.sqrt(partial.sum(axis=2))
+    return delta, dh0, norms
 
 
 # --- the batched products over all T·N rows ---------------------------------------
