@@ -157,12 +157,17 @@ def test_forward_in_place_over_U_equals_out_of_place(reverse, rng):
 def test_parallel_is_resolved_from_the_step_size(monkeypatch):
     import numba
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(cpu, "fast_regions", lambda: True)
     assert cpu.resolve_parallel(None, 16, 128) and cpu.recurrence_panels(16, 128, None) == 2
     assert not cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_panels(16, 64, None) == 1
     assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
     assert cpu.recurrence_panels(1, 1, True) == 1                   # never more than H
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
     assert not cpu.resolve_parallel(None, 64, 1024)                 # one thread: serial
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(cpu, "fast_regions", lambda: False)
+    assert not cpu.resolve_parallel(None, 64, 1024)                 # workqueue: serial
+    assert cpu.resolve_parallel(True, 64, 1024)
 
 
 def test_panels_are_aligned_and_packed():

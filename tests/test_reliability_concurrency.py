@@ -99,3 +99,55 @@ def test_models_give_the_same_bits_for_any_thread_count():
     finally:
         numba.set_num_threads(threads)
     _assert_same(one, _job(rnn, x, d_out))
+
+
+def _run_layer(layer, code):
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_default_stays_serial_on_the_slow_workqueue_layer():
+    """A region per step costs 28-84 µs on workqueue: parallel=None must not use it."""
+    out = _run_layer("workqueue", """
+        import numba
+        from numba_rnn.kernels import cpu
+        print(cpu.resolve_parallel(None, 64, 1024), cpu.resolve_parallel(True, 64, 1024),
+              numba.threading_layer())
+    """)
+    assert out.split() == ["False", "True", "workqueue"]
+
+
+def test_tbb_layer_loads_from_the_wheel_when_asked_for():
+    """The tbb wheel puts libtbb where Numba does not look; we load it for Numba."""
+    from numba_rnn.kernels import threads
+    if threads._tbb_runtime() is None:
+        pytest.skip("the tbb wheel is not installed here")
+    out = _run_layer("tbb", """
+        import numpy as np, numba
+        import numba_rnn as nr
+        rnn = nr.RNN(16, 128, seed=0)
+        x = np.random.default_rng(0).standard_normal((5, 16, 16)).astype(np.float32)
+        out, _, cache = rnn.forward(x)
+        rnn.backward(cache, np.ones_like(out))
+        print(numba.threading_layer())
+    """)
+    assert out.split()[-1] == "tbb"
+
+
+def test_without_libgomp_the_default_layer_is_tbb_not_workqueue():
+    """A system without libgomp (simulated: find_library finds nothing) gets the tbb
+    layer from the wheel instead of falling to workqueue."""
+    from numba_rnn.kernels import threads
+    if threads._tbb_runtime() is None:
+        pytest.skip("the tbb wheel is not installed here")
+    out = _run_layer("default", """
+        import ctypes.util
+        ctypes.util.find_library = lambda name: None
+        import numba
+        from numba_rnn.kernels import cpu
+        print(cpu.resolve_parallel(None, 64, 1024), numba.threading_layer())
+    """)
+    assert out.split() == ["True", "tbb"]

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import activate_row, activation_grad_row
-from .threads import blas_single_threaded, parallel_guard
+from .threads import blas_single_threaded, fast_regions, parallel_guard
 
 
 def _compile(py_func, parallel):
@@ -253,12 +253,15 @@ PARALLEL_MIN_MACS = 1 << 18
 def resolve_parallel(parallel, N, H):
     """Whether a layer with batch N and H hidden units runs on Numba's threads — its
     recurrences (one panel per thread) and its batched products (fixed row blocks):
-    ``parallel`` itself when a bool; for ``None``, when there is more than one thread
-    and N·H·H ≥ :data:`PARALLEL_MIN_MACS`."""
+    ``parallel`` itself when a bool; for ``None``, when there is more than one thread,
+    N·H·H ≥ :data:`PARALLEL_MIN_MACS` and the threading layer is a fast one (omp or
+    tbb: on workqueue a region per step costs 28–84 µs, so the layer stays serial)."""
     if parallel is not None:
         return bool(parallel)
+    if N * H * H < PARALLEL_MIN_MACS:
+        return False
     import numba
-    return numba.get_num_threads() > 1 and N * H * H >= PARALLEL_MIN_MACS
+    return fast_regions() and numba.get_num_threads() > 1
 
 
 #: Panels start on multiples of this many units (64 bytes of float32), so that two
