@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import numba_rnn as nr
 from numba_rnn import bench
@@ -71,3 +72,12 @@ def test_alternating_timer_pairs_ours_with_each_peer():
     assert calls == {"ours": 2 * 3 * 2, "a": 3 * 2, "b": 3 * 2}
     assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b"}
     assert all(v > 0 for v in res.values())
+
+
+def test_bench_cli_parallel_choice(capsys):
+    assert main(["bench", "--shapes", "tiny", "--dtype", "float64", "--repeats", "1",
+                 "--parallel", "on", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(res["rows"]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "--parallel", "sometimes"])
