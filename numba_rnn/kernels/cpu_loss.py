@@ -8,6 +8,34 @@ import math
 from numba import njit
 
 
+def xent_row(z, y, w, dz, m):
+    """Row ``m`` of :func:`softmax_xent`: writes ``dz[m]``, returns its loss term.
+
+    Plain Python compiled twice — inlined here with ``njit`` and as a CUDA device
+    function in :mod:`.cuda_layers` — so CPU and GPU run the same arithmetic.
+    """
+    C = z.shape[1]
+    if w[m] == 0.0:
+        for c in range(C):
+            dz[m, c] = 0
+        return 0.0
+    mx = z[m, 0]
+    for c in range(1, C):
+        if z[m, c] > mx:
+            mx = z[m, c]
+    s = 0.0
+    for c in range(C):
+        s += math.exp(float(z[m, c]) - mx)
+    lse = mx + math.log(s)                                    # log Σ exp(z), stable
+    for c in range(C):
+        dz[m, c] = w[m] * math.exp(float(z[m, c]) - lse)      # w · softmax(z)
+    dz[m, y[m]] -= w[m]                                       # − w · onehot(y)
+    return w[m] * (lse - z[m, y[m]])
+
+
+_xent_row = njit(cache=True, nogil=True, inline="always")(xent_row)
+
+
 @njit(cache=True, nogil=True)
 def softmax_xent(z, y, w, dz):
     """Weighted softmax cross-entropy and its gradient, one pass per row.
@@ -28,23 +56,7 @@ def softmax_xent(z, y, w, dz):
     float
         L = Σ_m w_m (logsumexp(z_m) − z_m[y_m]), accumulated in float64.
     """
-    M, C = z.shape
     total = 0.0
-    zero = dz.dtype.type(0)
-    for m in range(M):
-        if w[m] == 0.0:
-            dz[m, :] = zero
-            continue
-        mx = z[m, 0]
-        for c in range(1, C):
-            if z[m, c] > mx:
-                mx = z[m, c]
-        s = 0.0
-        for c in range(C):
-            s += math.exp(float(z[m, c]) - mx)
-        lse = mx + math.log(s)                                # log Σ exp(z), stable
-        total += w[m] * (lse - z[m, y[m]])
-        for c in range(C):
-            dz[m, c] = w[m] * math.exp(float(z[m, c]) - lse)  # w · softmax(z)
-        dz[m, y[m]] -= w[m]                                   # − w · onehot(y)
+    for m in range(z.shape[0]):
+        total += _xent_row(z, y, w, dz, m)
     return total

@@ -10,6 +10,10 @@ import math
 
 from numba import cuda
 
+from .cpu_loss import xent_row
+
+_xent_row = cuda.jit(device=True)(xent_row)       # the CPU kernel's row, compiled for the GPU
+
 TANH, RELU = 0, 1
 
 
@@ -90,24 +94,7 @@ def softmax_xent(z, y, w, dz, loss_rows):
     ``loss_rows[m]`` = w_m (logsumexp(z_m) − z_m[y_m]) in float64."""
     m = cuda.grid(1)
     if m < z.shape[0]:
-        C = z.shape[1]
-        if w[m] == 0.0:
-            for c in range(C):
-                dz[m, c] = 0
-            loss_rows[m] = 0.0
-            return
-        mx = z[m, 0]
-        for c in range(1, C):
-            if z[m, c] > mx:
-                mx = z[m, c]
-        s = 0.0
-        for c in range(C):
-            s += math.exp(float(z[m, c]) - mx)
-        lse = mx + math.log(s)
-        loss_rows[m] = w[m] * (lse - z[m, y[m]])
-        for c in range(C):
-            dz[m, c] = w[m] * math.exp(float(z[m, c]) - lse)
-        dz[m, y[m]] -= w[m]
+        loss_rows[m] = _xent_row(z, y, w, dz, m)
 
 
 @cuda.jit
