@@ -139,13 +139,20 @@ def prepare_threading_layer():
     return path
 
 
+_fast = None
+
+
 def fast_regions():
-    """True when Numba's threading layer (started here if it was not) is omp or tbb."""
-    import numba
-    prepare_threading_layer()
-    numba.get_num_threads()                       # starts the threads: the layer is chosen
-    try:
-        return numba.threading_layer() in FAST_LAYERS
-    except ValueError:
-        return False
+    """True when Numba's threading layer (started here if it was not) is omp or tbb;
+    the answer is kept, since a process's layer never changes once chosen."""
+    global _fast
+    if _fast is None:
+        import numba
+        prepare_threading_layer()
+        numba.get_num_threads()                   # starts the threads: the layer is chosen
+        try:
+            _fast = numba.threading_layer() in FAST_LAYERS
+        except ValueError:
+            _fast = False
+    return _fast
 
