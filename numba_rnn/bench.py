@@ -11,8 +11,10 @@ ratio ours/peer is what is compared, never an absolute time.
 Timing (:func:`_median_alternating`): ours and one peer alternate, each timed call
 right after an untimed call of the same function; ratios come from each pairing.
 
-- :func:`gemm_floor`: the same matrix products issued back-to-back through NumPy's
-  BLAS — what the recurrence cannot beat without changing the math.
+- :func:`gemm_floor`: the same matrix products issued back-to-back through the BLAS
+  our kernels call (MKL's ``?gemm`` where it is loaded, else OpenBLAS) — what the
+  recurrence cannot beat without changing the math, short of packing the weights once
+  (which our recurrences do with MKL, so at large shapes they can pass it).
 - torch: ``torch.nn.RNN`` (CPU), when installed; skipped otherwise.
 """
 import json
@@ -77,34 +79,50 @@ def flops(shape, op):
     return 2 * fwd + 2 * T * N * H * H + 2 * T * N * D * H
 
 
-def gemm_floor(x, W_ax, W_aa, op):
-    """The products of ``op`` issued back-to-back (no activations, no bookkeeping)."""
+def gemm_floor(x, W_ax, W_aa, op, parallel=None):
+    """The products of ``op`` issued back-to-back (no activations, no bookkeeping),
+    through the BLAS our kernels call — MKL where it is loaded (:mod:`.kernels.mkl`),
+    else OpenBLAS — in the same row blocks on the same threads
+    (``parallel``: as :func:`~numba_rnn.kernels.cpu.resolve_parallel`)."""
+    from .kernels import cpu
     T, N, D = x.shape
     H = W_aa.shape[0]
+    par = cpu.resolve_parallel(parallel, N, H)
     x2 = x.reshape(T * N, D)
     a = np.zeros((N, H), dtype=x.dtype)
-    U = x2 @ W_ax.T
-    for _ in range(T):
-        a = a @ W_aa
-    if op == "forward":
-        return U
-    U2 = U.reshape(T, N, H)
-    for t in range(T):
-        a = U2[t] @ W_aa
-    for _ in range(T):
-        a = a @ W_aa
-    return U.T @ U, U.T @ x2, U @ W_ax
+    with cpu.compute_context(par):
+        U = cpu._matmul(x2, W_ax.T, None, par)
+        for _ in range(T):
+            a = cpu._matmul(a, W_aa, None, par)
+        if op == "forward":
+            return U
+        U2 = U.reshape(T, N, H)
+        for t in range(T):
+            a = cpu._matmul(U2[t], W_aa, None, par)
+        for _ in range(T):
+            a = cpu._matmul(a, W_aa, None, par)
+        return cpu._matmul_tn(U, U, par), cpu._matmul_tn(U, x2, par), cpu._matmul(U, W_ax,
+                                                                               None, par)
+
+
+#: Seconds to sleep before each measured pair of calls, so that the thread pools of
+#: the library timed before have gone idle (OpenBLAS's workers busy-wait up to 2^28
+#: cycles, ~0.1 s, after a call; OpenMP's for ~0.3 ms).
+QUIET_S = 0.12
 
 
 def _timed(f):
-    """ms of one call of ``f``, right after an untimed call of it.
+    """ms of one call of ``f``, right after an untimed call of it, both after a pause.
 
     Four thread pools can share this process (Numba's OpenMP, NumPy's and SciPy's
     OpenBLAS, torch's). A pool just used keeps spinning for a while, and a woken
     OpenMP worker can start on its master's core; either slows the *next* library
-    called, by up to 2-3x on the 2-core machine. The untimed call lets each contender
-    start its timed call from its own steady state, as in a training loop.
+    called, by up to 2-3x on the 2-core machine (seen: our medium train step 19 ms
+    alone, 23.5 ms right after NumPy's). The pause (:data:`QUIET_S`) lets the other
+    library's pool go idle and the untimed call lets ``f``'s own pool start from its
+    steady state, as in a training loop where one library runs.
     """
+    time.sleep(QUIET_S)
     f()
     t0 = time.perf_counter()
     f()
@@ -214,7 +232,7 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
     rows = []
     for op in OPS:
         fns = {"ours": ours[op], "numpy": numpy_fns[op],
-               "floor": lambda op=op: gemm_floor(x, W_ax, W_aa, op)}
+               "floor": lambda op=op: gemm_floor(x, W_ax, W_aa, op, parallel)}
         if torch_fns is not None:
             fns["torch"] = torch_fns[op]
         for f in fns.values():                           # warm-up, JIT compilation included
@@ -244,12 +262,22 @@ def machine_info():
             "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
             "cpu": _cpu_name(), "cores": os.cpu_count(),
             "numba_threads": numba.config.NUMBA_NUM_THREADS}
+    info["blas"] = blas_name()
     try:
         import torch
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
     return info
+
+
+def blas_name():
+    """The BLAS our CPU kernels call, as a short label."""
+    from .kernels import mkl
+    used, where = mkl.status()
+    if used:
+        return f"MKL {mkl.version()}"
+    return f"OpenBLAS via SciPy (MKL off: {where})"
 
 
 def _cpu_name():

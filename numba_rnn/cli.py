@@ -139,7 +139,7 @@ def _bench(args):
         return 0
     print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · numba "
           f"{info['numba']} ({info['numba_threads']} threads) · NumPy {info['numpy']} · "
-          f"torch {info['torch']}\n")
+          f"{info['blas']} · torch {info['torch']}\n")
     print(bench.table(rows))
     if args.out:
         print(f"\nbar chart: {bench.bar_chart(rows, args.out)}")

@@ -1,0 +1,232 @@
+"""MKL's packed GEMM for the step products of the recurrences (where MKL is installed).
+
+A recurrence multiplies by the same weights at every time step: (N, H)·(H, width) per
+panel, T times. OpenBLAS, the BLAS Numba calls through SciPy, re-packs the weight
+panel into its kernel's layout on every call — at the large shape that is 2 MB per
+step per thread — and reaches ~120 GFLOP/s a core on such a product. MKL can pack a
+matrix once (``cblas_?gemm_pack``) and then multiply by the packed copy
+(``cblas_?gemm_compute``). Measured on the 2-core Xeon, float32, one core, µs per
+product (GFLOP/s):
+
+=============  ============  ==============  ============
+product        OpenBLAS      MKL ``?gemm``   MKL packed
+=============  ============  ==============  ============
+64×1024·1024   1164 (115)    1111 (121)      785 (171)
+64×1024·512    551 (122)     448 (150)       389 (172)
+64×256·256     66.8 (126)    59.5 (141)      52.9 (158)
+64×256·128     34.8 (120)    33.1 (127)      30.9 (136)
+16×64·64       0.80 (164)    —               0.92 (143)
+=============  ============  ==============  ============
+
+So a recurrence with more than one sequence (N > 1) packs each panel of its weights
+once per call here and multiplies by the packed panels inside the Numba kernel; a
+single sequence keeps OpenBLAS's matrix-vector product. Each output element of the
+packed product is the same dot product whatever the panel's width, so results are
+bitwise the same for any panel count (tested), as with OpenBLAS.
+
+MKL comes from the ``mkl`` wheel (a dependency on Linux x86-64), loaded from
+``<prefix>/lib`` with its sequential threading layer: the parallelism is our own
+panels on Numba's threads. ``NUMBA_RNN_BLAS=openblas`` turns it off; a process where
+MKL cannot be loaded, or whose MKL already runs another threading layer, uses
+OpenBLAS. The kernels call the two functions by symbol name, so they stay in Numba's
+on-disk cache.
+"""
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+ROW_MAJOR, NO_TRANS, TRANS, B_MATRIX, PACKED = 101, 111, 112, 162, 151
+_SEQUENTIAL = 1                        # MKL_THREADING_SEQUENTIAL
+ALIGN = 64                             # bytes: each packed panel starts on a cache line
+
+_lib = None
+_loaded = None                         # path of the loaded libmkl_rt, once tried
+_why = "not looked for yet"
+
+
+def _candidates():
+    names = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
+    dirs = [os.path.join(sys.prefix, "lib")]
+    if sys.base_prefix != sys.prefix:
+        dirs.append(os.path.join(sys.base_prefix, "lib"))
+    for d in dirs:
+        for name in names:
+            yield from sorted(glob.glob(os.path.join(d, name)))
+
+
+def load():
+    """Load MKL once per process; return True when the packed products can be used.
+
+    Looks for ``libmkl_rt`` in ``<prefix>/lib`` (where the ``mkl`` wheel puts it),
+    selects MKL's sequential threading layer and registers the library with LLVM so
+    that compiled kernels resolve ``cblas_?gemm_compute``. Honours
+    ``NUMBA_RNN_BLAS=openblas``. :func:`status` says why it is off.
+    """
+    global _lib, _loaded, _why
+    if _loaded is not None:
+        return _lib is not None
+    _loaded = ""
+    if os.environ.get("NUMBA_RNN_BLAS", "auto").lower() == "openblas":
+        _why = "NUMBA_RNN_BLAS=openblas"
+        return False
+    if sys.platform != "linux":
+        _why = f"not looked for on {sys.platform}"
+        return False
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            layer = lib.MKL_Set_Threading_Layer(_SEQUENTIAL)
+        except (OSError, AttributeError) as err:
+            _why = f"{path}: {err}"
+            continue
+        if layer != _SEQUENTIAL:       # someone else's MKL threads already run here
+            _why = f"{path}: MKL already runs threading layer {layer}, not sequential"
+            return False
+        llvm.load_library_permanently(path)
+        _declare(lib)
+        _lib, _loaded, _why = lib, path, ""
+        return True
+    _why = _why if _why != "not looked for yet" else "libmkl_rt not found in <prefix>/lib"
+    return False
+
+
+def status():
+    """``(in use, path or reason)`` for reports (``numba-rnn bench`` prints it)."""
+    used = load()
+    return used, (_loaded if used else _why)
+
+
+def version():
+    """MKL's version (``"2026.2"``), or None when it is not loaded."""
+    if not load():
+        return None
+    _lib.MKL_Get_Version_String.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    buf = ctypes.create_string_buffer(256)
+    _lib.MKL_Get_Version_String(buf, len(buf))
+    words = buf.value.decode(errors="replace").split()
+    number = next((w for w in words if w[:1].isdigit()), " ".join(words))
+    return number.split("-")[0]
+
+
+def _declare(lib):
+    P, I = ctypes.c_void_p, ctypes.c_int
+    for pre, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+        size = getattr(lib, f"cblas_{pre}gemm_pack_get_size")
+        size.restype, size.argtypes = ctypes.c_size_t, [I, I, I, I]
+        pack = getattr(lib, f"cblas_{pre}gemm_pack")
+        pack.restype, pack.argtypes = None, [I, I, I, I, I, I, real, P, I, P]
+
+
+def pack_panels(M, width, rows):
+    """Pack the columns of M (K, H) in panels of ``width`` for the products ``a·M``
+    with ``a`` of ``rows`` rows; returns a (panels, bytes) uint8 array, one packed
+    panel per row (the last panel holds the H - lo remaining columns).
+
+    M may be a transposed view (``W_aa.T``): the packing reads it either way.
+    """
+    K, H = M.shape
+    item = M.dtype.itemsize
+    pre = {4: "s", 8: "d"}[item]
+    size, pack = (getattr(_lib, f"cblas_{pre}gemm_pack_get_size"),
+                  getattr(_lib, f"cblas_{pre}gemm_pack"))
+    if M.strides[1] == item and M.strides[0] % item == 0:
+        trans, ld = NO_TRANS, M.strides[0] // item
+    elif M.strides[0] == item and M.strides[1] % item == 0:
+        trans, ld = TRANS, M.strides[1] // item
+    else:
+        M = np.ascontiguousarray(M)
+        trans, ld = NO_TRANS, H
+    panels = -(-H // width)
+    spans = [(p * width, min(H, (p + 1) * width)) for p in range(panels)]
+    nbytes = max(size(B_MATRIX, rows, hi - lo, K) for lo, hi in spans)
+    nbytes = -(-nbytes // ALIGN) * ALIGN
+    raw = np.empty(panels * nbytes + ALIGN, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGN
+    out = raw[start:start + panels * nbytes].reshape(panels, nbytes)
+    for p, (lo, hi) in enumerate(spans):
+        src = M.ctypes.data + lo * M.strides[1]            # column lo of M
+        pack(ROW_MAJOR, B_MATRIX, trans, rows, hi - lo, K, 1.0, src, ld,
+             out[p].ctypes.data)
+    return out
+
+
+# --- the product inside Numba kernels ------------------------------------------------
+
+_INT, _PTR = types.intc, types.voidptr
+_compute32 = types.ExternalFunction("cblas_sgemm_compute", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, _PTR, _INT, _PTR, _INT, types.float32, _PTR, _INT))
+_compute64 = types.ExternalFunction("cblas_dgemm_compute", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, _PTR, _INT, _PTR, _INT, types.float64, _PTR, _INT))
+
+
+@intrinsic
+def _data(typingctx, a):
+    """The data pointer of an array, as ``void*``."""
+    def codegen(context, builder, sig, args):
+        ary = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
+        return builder.bitcast(ary.data, ir.IntType(8).as_pointer())
+    return types.voidptr(a), codegen
+
+
+def packed_product(a, packed, out, n):
+    """``out[:, :n] = a·B`` with B (K, n) packed by :func:`pack_panels`; ``a`` (rows, K)
+    and ``out`` (rows, ≥ n) C-contiguous (Numba kernels only)."""
+    raise NotImplementedError("packed_product runs inside Numba kernels only")
+
+
+@overload(packed_product, inline="always")
+def _packed_product(a, packed, out, n):
+    compute = {types.float32: _compute32, types.float64: _compute64}.get(a.dtype)
+    if compute is None or a.layout != "C" or out.layout != "C":
+        return None
+    zero = np.float32(0) if a.dtype == types.float32 else np.float64(0)
+
+    def impl(a, packed, out, n):
+        compute(ROW_MAJOR, NO_TRANS, PACKED, a.shape[0], n, a.shape[1], _data(a),
+                a.shape[1], _data(packed), n, zero, _data(out), out.shape[1])
+    return impl
+
+
+_gemm32 = types.ExternalFunction("cblas_sgemm", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, types.float32, _PTR, _INT, _PTR, _INT,
+    types.float32, _PTR, _INT))
+_gemm64 = types.ExternalFunction("cblas_dgemm", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, types.float64, _PTR, _INT, _PTR, _INT,
+    types.float64, _PTR, _INT))
+
+
+def gemm(a, b, out):
+    """``out = a·b`` through MKL's ``cblas_?gemm``: ``a`` (M, K) and ``b`` (K, N) C- or
+    F-contiguous (an F-contiguous operand is read as a transposed one), ``out`` (M, N)
+    C-contiguous — the products of :mod:`.cpu` where MKL is loaded (Numba kernels
+    only)."""
+    raise NotImplementedError("gemm runs inside Numba kernels only")
+
+
+@overload(gemm, inline="always")
+def _gemm(a, b, out):
+    call = {types.float32: _gemm32, types.float64: _gemm64}.get(a.dtype)
+    if call is None or out.layout != "C" or a.layout not in "CF" or b.layout not in "CF":
+        return None
+    one, zero = (np.float32(1), np.float32(0)) if a.dtype == types.float32 else \
+        (np.float64(1), np.float64(0))
+    ta = NO_TRANS if a.layout == "C" else TRANS         # F: the transpose is row-major
+    tb = NO_TRANS if b.layout == "C" else TRANS
+    a_cols, b_cols = a.layout == "C", b.layout == "C"
+
+    def impl(a, b, out):
+        M, K = a.shape
+        lda = max(1, a.shape[1] if a_cols else a.shape[0])
+        ldb = max(1, b.shape[1] if b_cols else b.shape[0])
+        if M > 0 and out.shape[1] > 0:
+            call(ROW_MAJOR, ta, tb, M, out.shape[1], K, one, _data(a), lda, _data(b), ldb,
+                 zero, _data(out), max(1, out.shape[1]))
+    return impl
