@@ -442,11 +442,18 @@ def _colsum(a, blocks, partial, out):
         out += partial[blk]
 
 
-@functools.lru_cache(maxsize=None)
 def _product_kernel(py_func, parallel):
     """The compiled variant of a batched-product kernel: parallel or serial, on MKL
-    where it is loaded (each ~10–40 % faster than OpenBLAS here), else OpenBLAS."""
-    return _compile(py_func, bool(parallel), "mkl" if mkl.load() else "openblas")
+    where it is loaded (each product ~10–40 % faster than OpenBLAS here), else
+    OpenBLAS."""
+    return _variant_of(py_func, bool(parallel), "mkl" if mkl.load() else "openblas")
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_of(py_func, parallel, engine):
+    return _compile(py_func, parallel, engine)
+
+
 _colsum_kernels = {p: _compile(_colsum, p) for p in (False, True)}
 
 

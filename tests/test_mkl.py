@@ -1,0 +1,197 @@
+"""MKL's packed GEMM (kernels/mkl.py): loading, the products themselves, and the
+recurrences and batched products on MKL against the NumPy reference and OpenBLAS."""
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import njit
+
+from numba_rnn.kernels import NONLINEARITIES, cpu, mkl
+from numba_rnn.kernels.mkl import gemm, packed_product
+
+from . import reference as ref
+
+
+def _mkl_installed():
+    try:
+        importlib.metadata.version("mkl")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+MKL_EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64"
+                and _mkl_installed()
+                and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() != "openblas")
+needs_mkl = pytest.mark.skipif(not mkl.load(), reason=f"MKL not in use: {mkl.status()[1]}")
+
+
+def test_mkl_is_used_where_it_is_a_dependency():
+    """On Linux x86-64 the mkl wheel is one of our dependencies: it must load."""
+    if not MKL_EXPECTED:
+        pytest.skip("mkl is not installed here (a dependency on Linux x86-64 only)")
+    used, where = mkl.status()
+    assert used, where
+    assert os.path.exists(where)
+    assert mkl.version()[:1].isdigit()
+
+
+@njit
+def _packed(a, packed, out, n):
+    packed_product(a, packed, out, n)
+
+
+@njit
+def _gemm(a, b, out):
+    gemm(a, b, out)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("N,K,H,width", [(3, 5, 7, 16), (7, 40, 40, 16), (16, 64, 64, 64),
+                                         (2, 100, 100, 48)])
+def test_packed_panels_multiply_like_numpy(dtype, transposed, N, K, H, width, rng):
+    """Every panel, the last (narrower) one included, read from a C array or from a
+    transposed view, gives ``a·M[:, lo:hi]``."""
+    M = rng.standard_normal((H, K)).astype(dtype).T if transposed else \
+        rng.standard_normal((K, H)).astype(dtype)
+    a = rng.standard_normal((N, K)).astype(dtype)
+    packed = mkl.pack_panels(M, width, N)
+    assert packed.dtype == np.uint8 and packed.shape[0] == -(-H // width)
+    assert packed.ctypes.data % mkl.ALIGN == 0 and packed.strides[0] % mkl.ALIGN == 0
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for p in range(packed.shape[0]):
+        lo, hi = p * width, min(H, (p + 1) * width)
+        out = np.full((N, width), np.nan, dtype=dtype)
+        _packed(a, packed[p], out, hi - lo)
+        np.testing.assert_allclose(out[:, :hi - lo], a @ M[:, lo:hi], rtol=tol, atol=tol)
+        assert np.isnan(out[:, hi - lo:]).all()        # columns past the panel untouched
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True),
+                                   (True, True)])
+def test_gemm_reads_c_and_f_operands(dtype, ta, tb, rng):
+    M, K, N = 9, 6, 5
+    a = rng.standard_normal((K, M)).astype(dtype).T if ta else \
+        rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((N, K)).astype(dtype).T if tb else \
+        rng.standard_normal((K, N)).astype(dtype)
+    out = np.empty((M, N), dtype=dtype)
+    _gemm(a, b, out)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol)
+    empty = np.empty((0, N), dtype=dtype)
+    _gemm(np.empty((0, K), dtype=dtype), b, empty)       # nothing to do, no call
+
+
+@pytest.fixture
+def mkl_steps(monkeypatch):
+    """Step products on MKL's packed GEMM at every size (N > 1)."""
+    monkeypatch.setattr(cpu, "MKL_MIN_MACS", 0)
+
+
+@needs_mkl
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("parallel,panels", [(False, 1), (True, 2), (True, 3)])
+def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, panels, rng):
+    T, N, D, H = 6, 5, 4, 40
+    x = rng.standard_normal((T, N, D))
+    a0 = rng.standard_normal((N, H))
+    W_ax, W_aa, b = (rng.standard_normal((H, D)) * 0.5, rng.standard_normal((H, H)) * 0.3,
+                     rng.standard_normal(H))
+    assert cpu._packed(W_aa, 16, N).dtype == np.uint8        # the MKL path is the one run
+    U = cpu.input_projection(x, W_ax, b, parallel)
+    A = cpu.recurrence_forward(U, W_aa, a0, 0, reverse, parallel, panels=panels)
+    rA, rZ = ref.direction_forward(x, a0, W_ax, W_aa, b, "tanh", reverse)
+    np.testing.assert_allclose(A, rA, atol=1e-12)
+    dA, d_last = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
+    delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, d_last, 0, reverse, parallel,
+                                                panels=panels)
+    dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse, parallel)
+    dx = cpu.input_grad(delta, W_ax, parallel)
+    r = ref.direction_backward(dA, d_last, x, a0, rA, rZ, W_ax, W_aa, "tanh", reverse)
+    for ours, theirs in zip((dW_ax, dW_aa, db, dx, dh0, norms), r, strict=False):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-11, atol=1e-12)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, rng):
+    """As with OpenBLAS: one panel serially and 2 or 3 in parallel give the same bits."""
+    T, N, H = 9, 7, 40
+    U = rng.standard_normal((T, N, H)).astype(dtype)
+    W = (rng.standard_normal((H, H)) / 4).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+    lengths = np.array([9, 3, 9, 1, 5, 9, 8])
+    outs = []
+    for parallel, p in ((False, 1), (True, 2), (True, 3)):
+        A = cpu.recurrence_forward(U, W, a0, 0, False, parallel, lengths, panels=p)
+        outs.append((A, *cpu.recurrence_backward(dA, A, W, a0, 0, False, parallel, lengths,
+                                                 panels=p)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mkl_and_openblas_agree(mkl_steps, monkeypatch, dtype, rng):
+    """The same layer on MKL (step and batched products) and on OpenBLAS: equal to
+    rounding (float32 within 1e-5 relative, float64 1e-12)."""
+    T, N, D, H = 7, 6, 5, 48
+    x = rng.standard_normal((T, N, D)).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    W_ax = (rng.standard_normal((H, D)) * 0.5).astype(dtype)
+    W_aa = (rng.standard_normal((H, H)) * 0.2).astype(dtype)
+    b = rng.standard_normal(H).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+
+    def layer():
+        U = cpu.input_projection(x, W_ax, b)
+        A = cpu.recurrence_forward(U, W_aa, a0, 0)
+        delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, None, 0)
+        return (A, delta, dh0, norms, *cpu.weight_grads(delta, x, A, a0),
+                cpu.input_grad(delta, W_ax))
+    on_mkl = layer()
+    monkeypatch.setattr(mkl, "load", lambda: False)
+    assert cpu._packed(W_aa, 16, N).dtype == dtype           # OpenBLAS's panels now
+    on_openblas = layer()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for m, o in zip(on_mkl, on_openblas, strict=True):
+        np.testing.assert_allclose(m, o, rtol=tol, atol=tol)
+
+
+def test_small_steps_and_single_sequences_stay_on_openblas(rng):
+    """Below MKL_MIN_MACS, and for one sequence (GEMV), the panels are OpenBLAS's."""
+    W = rng.standard_normal((64, 64))
+    assert cpu._packed(W, 64, 16).dtype == np.float64          # 16·64·64 = 2^16 < 2^17
+    assert cpu._packed(rng.standard_normal((1024, 1024)), 512, 1).dtype == np.float64
+    if mkl.load():
+        assert cpu._packed(rng.standard_normal((128, 128)), 128, 16).dtype == np.uint8
+
+
+def test_openblas_when_asked_for():
+    """NUMBA_RNN_BLAS=openblas: MKL is not loaded, the reason is reported, and a model
+    still trains (in a fresh process: loading is decided once per process)."""
+    code = ("import numpy as np, numba_rnn as nr\n"
+            "from numba_rnn.kernels import mkl\n"
+            "from numba_rnn import bench\n"
+            "rnn = nr.RNN(3, 40, seed=0)\n"
+            "x = np.random.default_rng(0).standard_normal((5, 8, 3))\n"
+            "out, h, c = rnn.forward(x)\n"
+            "g, dx, dh0 = rnn.backward(c, np.ones_like(out))\n"
+            "print(mkl.status(), bench.blas_name(), bool(np.isfinite(g['W_aa_l0']).all()))\n")
+    env = dict(os.environ, NUMBA_RNN_BLAS="openblas")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "(False, 'NUMBA_RNN_BLAS=openblas')" in res.stdout
+    assert "OpenBLAS via SciPy" in res.stdout and res.stdout.strip().endswith("True")
