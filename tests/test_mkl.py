@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numba_rnn.kernels import NONLINEARITIES, cpu, mkl
+from numba_rnn.kernels import cpu, mkl
 from numba_rnn.kernels.mkl import gemm, packed_product
 
 from . import reference as ref

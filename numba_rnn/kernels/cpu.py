@@ -449,7 +449,7 @@ def _product_kernel(py_func, parallel):
     return _variant_of(py_func, bool(parallel), "mkl" if mkl.load() else "openblas")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _variant_of(py_func, parallel, engine):
     return _compile(py_func, parallel, engine)
 

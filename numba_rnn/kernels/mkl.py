@@ -117,12 +117,13 @@ def version():
 
 
 def _declare(lib):
-    P, I = ctypes.c_void_p, ctypes.c_int
+    ptr, cint = ctypes.c_void_p, ctypes.c_int
     for pre, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
         size = getattr(lib, f"cblas_{pre}gemm_pack_get_size")
-        size.restype, size.argtypes = ctypes.c_size_t, [I, I, I, I]
+        size.restype, size.argtypes = ctypes.c_size_t, [cint] * 4
         pack = getattr(lib, f"cblas_{pre}gemm_pack")
-        pack.restype, pack.argtypes = None, [I, I, I, I, I, I, real, P, I, P]
+        pack.restype = None
+        pack.argtypes = [cint] * 6 + [real, ptr, cint, ptr]
 
 
 def pack_panels(M, width, rows):
