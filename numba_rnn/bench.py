@@ -276,7 +276,9 @@ def blas_name():
     from .kernels import mkl
     used, where = mkl.status()
     if used:
-        return f"MKL {mkl.version()}"
+        steps = "packed steps" if mkl.packed_steps() else \
+            f"steps on OpenBLAS: MKL branch {mkl.branch()}"
+        return f"MKL {mkl.version()} ({steps})"
     return f"OpenBLAS via SciPy (MKL off: {where})"
 
 

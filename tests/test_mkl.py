@@ -28,6 +28,8 @@ MKL_EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64"
                 and _mkl_installed()
                 and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() != "openblas")
 needs_mkl = pytest.mark.skipif(not mkl.load(), reason=f"MKL not in use: {mkl.status()[1]}")
+needs_packed = pytest.mark.skipif(not mkl.packed_steps(),
+                                  reason=f"MKL's packed steps not in use (branch {mkl.branch()})")
 
 
 def test_mkl_is_used_where_it_is_a_dependency():
@@ -97,7 +99,7 @@ def mkl_steps(monkeypatch):
     monkeypatch.setattr(cpu, "MKL_MIN_MACS", 0)
 
 
-@needs_mkl
+@needs_packed
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("parallel,panels", [(False, 1), (True, 2), (True, 3)])
 def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, panels, rng):
@@ -121,16 +123,19 @@ def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, panels
         np.testing.assert_allclose(ours, theirs, rtol=1e-11, atol=1e-12)
 
 
-@needs_mkl
+@needs_packed
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, rng):
-    """As with OpenBLAS: one panel serially and 2 or 3 in parallel give the same bits."""
-    T, N, H = 9, 7, 40
+@pytest.mark.parametrize("N,H", [(7, 40), (64, 256), (16, 300), (64, 1024)])
+def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, N, H, rng):
+    """As with OpenBLAS: one panel serially and 2 or 3 in parallel give the same bits
+    (on MKL's AVX-512 paths; its AVX2 path fails this at H ≥ 256, so there the steps
+    stay on OpenBLAS)."""
+    T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
-    W = (rng.standard_normal((H, H)) / 4).astype(dtype)
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
-    lengths = np.array([9, 3, 9, 1, 5, 9, 8])
+    lengths = np.resize([9, 3, 9, 1, 5, 9, 8], N)
     outs = []
     for parallel, p in ((False, 1), (True, 2), (True, 3)):
         A = cpu.recurrence_forward(U, W, a0, 0, False, parallel, lengths, panels=p)
@@ -139,6 +144,14 @@ def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, rng
     for other in outs[1:]:
         for a, b in zip(outs[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_steps_stay_on_openblas_off_the_checked_code_paths(mkl_steps, monkeypatch, rng):
+    """On a code path not checked for panel-width invariance (AVX2: branch 10) the step
+    products use OpenBLAS's panels."""
+    monkeypatch.setattr(mkl, "branch", lambda: 10)
+    assert not mkl.packed_steps()
+    assert cpu._packed(rng.standard_normal((256, 256)), 128, 64).dtype == np.float64
 
 
 @needs_mkl
@@ -174,7 +187,7 @@ def test_small_steps_and_single_sequences_stay_on_openblas(rng):
     W = rng.standard_normal((64, 64))
     assert cpu._packed(W, 64, 16).dtype == np.float64          # 16·64·64 = 2^16 < 2^17
     assert cpu._packed(rng.standard_normal((1024, 1024)), 512, 1).dtype == np.float64
-    if mkl.load():
+    if mkl.packed_steps():
         assert cpu._packed(rng.standard_normal((128, 128)), 128, 16).dtype == np.uint8
 
 

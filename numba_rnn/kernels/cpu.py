@@ -320,9 +320,9 @@ MKL_MIN_MACS = 1 << 17
 
 def _packed(M, width, N):
     """M's column panels for the step products ``a·M`` of ``N`` rows: MKL's packed
-    copies when MKL is loaded, N > 1 and N·H·H ≥ :data:`MKL_MIN_MACS` (:mod:`.mkl`),
-    else :func:`pack_panels`."""
-    if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS and mkl.load():
+    copies when MKL's packed product is in use (:func:`mkl.packed_steps`), N > 1 and
+    N·H·H ≥ :data:`MKL_MIN_MACS`, else :func:`pack_panels`."""
+    if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS and mkl.packed_steps():
         return mkl.pack_panels(M, width, N)
     return pack_panels(M, width, N == 1)
 

@@ -20,9 +20,14 @@ product        OpenBLAS      MKL ``?gemm``   MKL packed
 
 So a recurrence with more than one sequence (N > 1) packs each panel of its weights
 once per call here and multiplies by the packed panels inside the Numba kernel; a
-single sequence keeps OpenBLAS's matrix-vector product. Each output element of the
-packed product is the same dot product whatever the panel's width, so results are
-bitwise the same for any panel count (tested), as with OpenBLAS.
+single sequence keeps OpenBLAS's matrix-vector product. On MKL's AVX-512 code paths
+(CBWR branches 12 and 14) each output element of the packed product is the same dot
+product whatever the panel's width — checked for H up to 1024, float32 and float64, at
+every operand alignment — so results are bitwise the same for any panel count, as with
+OpenBLAS. Its AVX2 path (``MKL_ENABLE_INSTRUCTIONS=AVX2``, and AMD CPUs) is not: at
+H ≥ 256 some panel widths change the last bit. There the step products stay on
+OpenBLAS (:func:`packed_steps`) and only the batched products use MKL, whose fixed row
+blocks are the same serial or parallel.
 
 MKL comes from the ``mkl`` wheel (a dependency on Linux x86-64), loaded from
 ``<prefix>/lib`` with its sequential threading layer: the parallelism is our own
@@ -96,6 +101,23 @@ def load():
         return True
     _why = _why if _why != "not looked for yet" else "libmkl_rt not found in <prefix>/lib"
     return False
+
+
+#: MKL code paths (``MKL_CBWR_Get_Auto_Branch``) on which the packed product was checked
+#: to be bitwise independent of the panel width: AVX-512 (12) and AVX-512 E1 (14).
+INVARIANT_BRANCHES = (12, 14)
+
+
+def branch():
+    """MKL's code path (its CBWR branch number: 10 AVX2, 12 AVX-512, 14 AVX-512 E1), or
+    None when MKL is not loaded."""
+    return int(_lib.MKL_CBWR_Get_Auto_Branch()) if load() else None
+
+
+def packed_steps():
+    """True when the recurrences' step products use MKL's packed GEMM: MKL is loaded and
+    its code path is one where the result does not depend on the panel width."""
+    return load() and branch() in INVARIANT_BRANCHES
 
 
 def status():
