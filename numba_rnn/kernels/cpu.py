@@ -16,8 +16,8 @@ units. The parallel variant runs the panels of a step on separate threads — on
 parallel region per step, whose end is the barrier the next step needs — so each core
 reads only its panel of W_aa (at H = 1024 float32 the whole matrix exceeds one core's
 L2, half of it does not). Each unit's product is the same BLAS dot product whatever
-panel holds it, and the backward sums its norms in fixed chunks, so any panel count,
-serial or parallel, gives bitwise the same numbers.
+panel holds it, and the backward sums its norms in an order fixed by the unit index, so
+any panel count, serial or parallel, gives bitwise the same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
@@ -177,7 +177,7 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         prev = A[t]
 
 
-def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, buf):
+def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, buf):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
@@ -197,10 +197,10 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, bu
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
     norms : (T, N) array, written
         ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
-    partial : (N, ceil(H / PANEL_ALIGN)) array
-        Scratch: each step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units, added
-        up in chunk order after the step's parallel region. Panel widths are multiples
-        of PANEL_ALIGN, so the norms are the same for any panel count.
+    squares : (N, ceil(H / PANEL_ALIGN) · PANEL_ALIGN) array, zero past H
+        Scratch: each step's (∂L/∂a<t>)_j², written by the panels; after the step's
+        parallel region each row is summed by :func:`_sum8` — in an order fixed by the
+        unit index alone, so the norms are the same for any panel count.
     buf : (panels, N, width) array
         Scratch for the step product.
 
@@ -212,42 +212,61 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, bu
     T, N, H = A.shape
     zero = delta.dtype.type(0)
     panels, width = buf.shape[0], buf.shape[2]
-    chunk = PANEL_ALIGN
-    carry = dh_n
     for s in range(T + 1):            # region s: finish step s-1's product, then step s
         t = s if reverse else T - 1 - s
         tp = t - 1 if reverse else t + 1                    # the step done before t
         for p in prange(panels):
             lo, hi = p * width, min(H, (p + 1) * width)
             if lo < hi:
+                prod = buf[p]
                 if s > 0:
-                    c = _panel_product(delta[tp], Wp, buf, p, hi - lo)   # carry = δ<t+1>·W_aa
-                    for n in range(N):
-                        if tp < lengths[n]:
-                            carry[n, lo:hi] = c[n, :hi - lo]    # padding: the gradient passes
-                if s < T:
-                    for n in range(N):
-                        if t < lengths[n]:
-                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
-                                acc = zero
-                                for j in range(c * chunk, min(hi, (c + 1) * chunk)):
-                                    gj = dA[t, n, j] + carry[n, j]  # g<t> = dA<t> + carry
-                                    acc += gj * gj
-                                    carry[n, j] = gj
-                                partial[n, c] = acc             # Σ_j g², this chunk
-                            activation_grad_row(kind, A[t, n, lo:hi], carry[n, lo:hi],
-                                                delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
+                    prod = _panel_product(delta[tp], Wp, buf, p, hi - lo)  # δ<t+1>·W_aa
+                for n in range(N):
+                    fresh = s > 0 and tp < lengths[n]       # else the gradient passes
+                    if s < T and t < lengths[n]:            # g<t> = dA<t> + carry
+                        if fresh:
+                            for j in range(lo, hi):
+                                carry_j = dA[t, n, j] + prod[n, j - lo]
+                                dh_n[n, j] = carry_j
+                                squares[n, j] = carry_j * carry_j
                         else:
-                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
-                                partial[n, c] = zero
-                            delta[t, n, lo:hi] = zero
+                            for j in range(lo, hi):
+                                carry_j = dA[t, n, j] + dh_n[n, j]
+                                dh_n[n, j] = carry_j
+                                squares[n, j] = carry_j * carry_j
+                        activation_grad_row(kind, A[t, n, lo:hi], dh_n[n, lo:hi],
+                                            delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
+                    else:
+                        if fresh:
+                            for j in range(lo, hi):
+                                dh_n[n, j] = prod[n, j - lo]
+                        if s < T:
+                            for j in range(lo, hi):
+                                squares[n, j] = zero
+                                delta[t, n, j] = zero
         if s < T:
-            for n in range(N):                              # ‖∂L/∂a<t>‖, chunks in order
-                acc = zero
-                for c in range(partial.shape[1]):
-                    acc += partial[n, c]
-                norms[t, n] = np.sqrt(acc)
-    return carry
+            for n in range(N):                              # ‖∂L/∂a<t>‖
+                norms[t, n] = np.sqrt(_sum8(squares[n]))
+    return dh_n
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _sum8(row):
+    """Σ row in a fixed order that SIMD code can follow: eight running sums, lane
+    ``j mod 8`` over the chunks of 8 in order, then folded pairwise; ``row`` has a
+    multiple of 8 elements."""
+    zero = row.dtype.type(0)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    for c in range(0, row.shape[0], 8):
+        s0 += row[c]
+        s1 += row[c + 1]
+        s2 += row[c + 2]
+        s3 += row[c + 3]
+        s4 += row[c + 4]
+        s5 += row[c + 5]
+        s6 += row[c + 6]
+        s7 += row[c + 7]
+    return ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
 
 
 _forward_kernels = {p: _compile(_forward, p) for p in (False, True)}
@@ -289,8 +308,9 @@ def resolve_parallel(parallel, N, H):
 
 #: Panels start on multiples of this many units (64 bytes of float32), so that two
 #: threads never write the same cache line of a state row; the backward sums the
-#: squared gradient in chunks of this many units, so the per-timestep norms — like
-#: everything else — are bitwise the same for any panel count, serial or parallel.
+#: squared gradient lane-wise over chunks of this many units, so the per-timestep
+#: norms — like everything else — are bitwise the same for any panel count, serial or
+#: parallel.
 PANEL_ALIGN = 16
 
 
@@ -375,10 +395,10 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     width = _panel_width(H, panels)
     Wp = _packed(W_aa, width, N)                                  # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
-    partial = np.empty((N, -(-H // PANEL_ALIGN)), dtype=A.dtype)
+    squares = np.zeros((N, -(-H // PANEL_ALIGN) * PANEL_ALIGN), dtype=A.dtype)
     with blas_single_threaded() if variant else contextlib.nullcontext():
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
-                                         kind, bool(reverse), delta, norms, partial,
+                                         kind, bool(reverse), delta, norms, squares,
                                          np.empty((Wp.shape[0], N, width), A.dtype))
     return delta, dh0, norms
 
