@@ -128,7 +128,7 @@ def test_float32_stays_float32(rng):
     Wp = cpu.pack_panels(W, 2)
     fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((2, N, 2), f))
     bwd(A, A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((N, 16), f), np.zeros((2, N, 2), f))
+        np.zeros((N, 1), f), np.zeros((N, 16), f), np.zeros((2, N, 2), f))
     for kernel in (fwd, bwd):
         ir = kernel.inspect_llvm(kernel.signatures[0])
         for op in ("fpext float", "fadd double", "fmul double", "fsub double", "@tanh("):

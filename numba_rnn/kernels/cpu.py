@@ -177,7 +177,7 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         prev = A[t]
 
 
-def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, buf):
+def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, squares, buf):
     """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
 
     Parameters
@@ -197,10 +197,13 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, bu
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
     norms : (T, N) array, written
         ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
+    partial : (N, ceil(H / PANEL_ALIGN)) array
+        Scratch: each step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units (by
+        :func:`_sum8`, in the panels), added up in chunk order after the step's parallel
+        region. Panel widths are multiples of PANEL_ALIGN, so the norms are the same for
+        any panel count.
     squares : (N, ceil(H / PANEL_ALIGN) · PANEL_ALIGN) array, zero past H
-        Scratch: each step's (∂L/∂a<t>)_j², written by the panels; after the step's
-        parallel region each row is summed by :func:`_sum8` — in an order fixed by the
-        unit index alone, so the norms are the same for any panel count.
+        Scratch: the step's (∂L/∂a<t>)_j², each panel writing its own units.
     buf : (panels, N, width) array
         Scratch for the step product.
 
@@ -212,6 +215,7 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, bu
     T, N, H = A.shape
     zero = delta.dtype.type(0)
     panels, width = buf.shape[0], buf.shape[2]
+    chunk = PANEL_ALIGN
     for s in range(T + 1):            # region s: finish step s-1's product, then step s
         t = s if reverse else T - 1 - s
         tp = t - 1 if reverse else t + 1                    # the step done before t
@@ -234,6 +238,8 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, bu
                                 carry_j = dA[t, n, j] + dh_n[n, j]
                                 dh_n[n, j] = carry_j
                                 squares[n, j] = carry_j * carry_j
+                        for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                            partial[n, c] = _sum8(squares[n, c * chunk:(c + 1) * chunk])
                         activation_grad_row(kind, A[t, n, lo:hi], dh_n[n, lo:hi],
                                             delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
                     else:
@@ -241,12 +247,16 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, squares, bu
                             for j in range(lo, hi):
                                 dh_n[n, j] = prod[n, j - lo]
                         if s < T:
+                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                                partial[n, c] = zero
                             for j in range(lo, hi):
-                                squares[n, j] = zero
                                 delta[t, n, j] = zero
         if s < T:
-            for n in range(N):                              # ‖∂L/∂a<t>‖
-                norms[t, n] = np.sqrt(_sum8(squares[n]))
+            for n in range(N):                              # ‖∂L/∂a<t>‖, chunks in order
+                acc = zero
+                for c in range(partial.shape[1]):
+                    acc += partial[n, c]
+                norms[t, n] = np.sqrt(acc)
     return dh_n
 
 
@@ -395,10 +405,13 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     width = _panel_width(H, panels)
     Wp = _packed(W_aa, width, N)                                  # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
-    squares = np.zeros((N, -(-H // PANEL_ALIGN) * PANEL_ALIGN), dtype=A.dtype)
+    chunks = -(-H // PANEL_ALIGN)
+    partial = np.empty((N, chunks), dtype=A.dtype)
+    squares = np.zeros((N, chunks * PANEL_ALIGN), dtype=A.dtype)
     with blas_single_threaded() if variant else contextlib.nullcontext():
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
-                                         kind, bool(reverse), delta, norms, squares,
+                                         kind, bool(reverse), delta, norms, partial,
+                                         squares,
                                          np.empty((Wp.shape[0], N, width), A.dtype))
     return delta, dh0, norms
 
