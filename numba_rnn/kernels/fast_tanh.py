@@ -10,9 +10,13 @@ turns into SIMD code inside the row loops, with a single division and no branch:
 the sign restored with ``copysign`` (so ±0 stay ±0). ``m`` is computed like expm1:
 Cody–Waite range reduction 2|x| = k·ln2 + r (|r| ≤ ln2/2), a Taylor polynomial for
 e^r − 1 = r + r²·P(r) (no cancellation near 0, so tiny x come out as x), and
-m = 2^k·(e^r − 1) + (2^k − 1) with 2^k built from its exponent bits. |x| is capped
-where tanh rounds to ±1 (20 in float64, 10 in float32), so infinities give ±1 and
-nothing overflows; NaN propagates.
+m = 2^k·(e^r − 1) + (2^k − 1) with 2^k built from its exponent bits. k is rounded by
+adding and subtracting 1.5·2^52 (1.5·2^23 in float32), whose sum also holds k in its
+low bits — no floor, no float-to-int conversion and no NaN guard (a NaN gives a NaN r,
+so any exponent will do): 0.56 and 1.70 ns per element in float32 and float64, where
+``floor`` with a NaN-guarded conversion took 0.62 and 1.98 (same loop, same machine).
+|x| is capped where tanh rounds to ±1 (20 in float64, 10 in float32), so infinities
+give ±1 and nothing overflows; NaN propagates.
 
 An earlier version blended a rational approximation near 0 with 1 − 2/(e^(2|x|)+1)
 (within 1.5 ulp, two divisions in float64); this one measured 1.4× faster in float32
@@ -44,12 +48,29 @@ def _bits_to_float32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def _float64_to_bits(typingctx, x):
+    """Reinterpret a float64 as an int64 (bitcast, vectorisable)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _float32_to_bits(typingctx, x):
+    """Reinterpret a float32 as an int32 (bitcast, vectorisable)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
 # ---------------------------------------------------------------- float64 constants
 _D = np.float64
 _LOG2E_64 = _D(1.4426950408889634)
 _LN2_HI_64 = _D(6.93147180369123816490e-01)   # ln 2, high bits (exact product with k)
 _LN2_LO_64 = _D(1.90821492927058770002e-10)   # ln 2 − _LN2_HI_64
-_HALF_64, _ONE_64, _TWO_64, _CAP_64 = _D(0.5), _D(1.0), _D(2.0), _D(20.0)
+_ONE_64, _TWO_64, _CAP_64 = _D(1.0), _D(2.0), _D(20.0)
+_SHIFT_64 = _D(6755399441055744.0)           # 1.5·2^52: adding it rounds to an integer
 # Taylor coefficients 1/n!, n = 2 … 13 (written out: a loop over a tuple would stop
 # LLVM from vectorising the caller's loop)
 (_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12,
@@ -61,12 +82,13 @@ def _tanh64(x):
     ax = abs(x)
     ax = _CAP_64 if ax > _CAP_64 else ax               # NaN is not > cap: it stays NaN
     y = _TWO_64 * ax
-    k = np.floor(y * _LOG2E_64 + _HALF_64)             # y = k·ln2 + r
+    shifted = y * _LOG2E_64 + _SHIFT_64                # k = round(y / ln2) in its low bits
+    k = shifted - _SHIFT_64                            # y = k·ln2 + r
     r = (y - k * _LN2_HI_64) - k * _LN2_LO_64
     p = ((((((((((_E13 * r + _E12) * r + _E11) * r + _E10) * r + _E9) * r + _E8) * r
                 + _E7) * r + _E6) * r + _E5) * r + _E4) * r + _E3) * r + _E2
     em1_r = r + r * r * p                              # e^r − 1
-    kk = np.int64(k) if k == k else np.int64(0)        # NaN: any exponent, r is NaN
+    kk = _float64_to_bits(shifted) - _float64_to_bits(_SHIFT_64)   # k (NaN: any; r is NaN)
     two_k = _bits_to_float64((kk + 1023) << 52)
     m = two_k * em1_r + (two_k - _ONE_64)              # e^y − 1
     return np.copysign(m / (m + _TWO_64), x)
@@ -77,7 +99,8 @@ _F = np.float32
 _LOG2E_32 = _F(1.44269504088896341)
 _LN2_HI_32 = _F(0.693359375)
 _LN2_LO_32 = _F(-2.12194440e-4)
-_HALF_32, _ONE_32, _TWO_32, _CAP_32 = _F(0.5), _F(1.0), _F(2.0), _F(10.0)
+_ONE_32, _TWO_32, _CAP_32 = _F(1.0), _F(2.0), _F(10.0)
+_SHIFT_32 = _F(12582912.0)                   # 1.5·2^23: adding it rounds to an integer
 (_G2, _G3, _G4, _G5, _G6, _G7) = (_F(1.0 / float(np.prod(np.arange(1, n + 1))))
                                   for n in range(2, 8))
 
@@ -86,11 +109,12 @@ def _tanh32(x):
     ax = abs(x)
     ax = _CAP_32 if ax > _CAP_32 else ax
     y = _TWO_32 * ax
-    k = np.floor(y * _LOG2E_32 + _HALF_32)
+    shifted = y * _LOG2E_32 + _SHIFT_32
+    k = shifted - _SHIFT_32
     r = (y - k * _LN2_HI_32) - k * _LN2_LO_32
     p = ((((_G7 * r + _G6) * r + _G5) * r + _G4) * r + _G3) * r + _G2
     em1_r = r + r * r * p
-    kk = np.int32(k) if k == k else np.int32(0)
+    kk = _float32_to_bits(shifted) - _float32_to_bits(_SHIFT_32)
     two_k = _bits_to_float32((kk + np.int32(127)) << np.int32(23))
     m = two_k * em1_r + (two_k - _ONE_32)
     return np.copysign(m / (m + _TWO_32), x)
