@@ -56,10 +56,11 @@ def _gemm(a, b, out):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("N,K,H,width", [(3, 5, 7, 16), (7, 40, 40, 16), (16, 64, 64, 64),
-                                         (2, 100, 100, 48)])
+                                         (2, 100, 100, 48), (1, 40, 70, 32),
+                                         (1, 256, 256, 128)])
 def test_packed_panels_multiply_like_numpy(dtype, transposed, N, K, H, width, rng):
     """Every panel, the last (narrower) one included, read from a C array or from a
-    transposed view, gives ``a·M[:, lo:hi]``."""
+    transposed view, gives ``a·M[:, lo:hi]`` (one row: MKL's GEMV on row panels)."""
     M = rng.standard_normal((H, K)).astype(dtype).T if transposed else \
         rng.standard_normal((K, H)).astype(dtype)
     a = rng.standard_normal((N, K)).astype(dtype)
@@ -146,6 +147,33 @@ def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, N, 
             np.testing.assert_array_equal(a, b)
 
 
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H", [40, 300, 1024])
+def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(dtype, H, rng):
+    """N = 1 takes MKL's matrix-vector product on row panels (on every MKL code path):
+    right against the reference, and the same bits for 1, 2 or 3 panels."""
+    T, N = 7, 1
+    assert cpu._packed(np.zeros((H, H), dtype), 16, 1).dtype == np.uint8
+    U = rng.standard_normal((T, N, H)).astype(dtype)
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+    outs = []
+    for parallel, p in ((False, 1), (True, 2), (True, 3)):
+        A = cpu.recurrence_forward(U, W, a0, 0, False, parallel, panels=p)
+        outs.append((A, *cpu.recurrence_backward(dA, A, W, a0, 0, False, parallel, panels=p)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    a, want = a0[0].astype(np.float64), []
+    for t in range(T):
+        a = np.tanh(U[t, 0] + W.astype(np.float64) @ a)
+        want.append(a)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(outs[0][0][:, 0], want, rtol=tol, atol=tol)
+
+
 def test_steps_stay_on_openblas_off_the_checked_code_paths(mkl_steps, monkeypatch, rng):
     """On a code path not checked for panel-width invariance (AVX2: branch 10) the step
     products use OpenBLAS's panels."""
@@ -182,11 +210,10 @@ def test_mkl_and_openblas_agree(mkl_steps, monkeypatch, dtype, rng):
         np.testing.assert_allclose(m, o, rtol=tol, atol=tol)
 
 
-def test_small_steps_and_single_sequences_stay_on_openblas(rng):
-    """Below MKL_MIN_MACS, and for one sequence (GEMV), the panels are OpenBLAS's."""
+def test_small_steps_stay_on_openblas(rng):
+    """Below MKL_MIN_MACS the panels are OpenBLAS's."""
     W = rng.standard_normal((64, 64))
     assert cpu._packed(W, 64, 16).dtype == np.float64          # 16·64·64 = 2^16 < 2^17
-    assert cpu._packed(rng.standard_normal((1024, 1024)), 512, 1).dtype == np.float64
     if mkl.packed_steps():
         assert cpu._packed(rng.standard_normal((128, 128)), 128, 16).dtype == np.uint8
 
