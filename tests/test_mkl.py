@@ -42,6 +42,36 @@ def test_mkl_is_used_where_it_is_a_dependency():
     assert mkl.version()[:1].isdigit()
 
 
+@needs_mkl
+def test_kernels_call_our_mkl_whatever_else_is_loaded():
+    """Every function the kernels call by name resolves to our libmkl_rt's address."""
+    import ctypes
+
+    from llvmlite import binding as llvm
+    for name in mkl.SYMBOLS:
+        ours = ctypes.cast(getattr(mkl._lib, name), ctypes.c_void_p).value
+        assert llvm.address_of_symbol(name) == ours, name
+
+
+def test_stays_off_when_another_library_loaded_mkl_first():
+    """A process whose MKL was loaded by someone else (here: by hand, before us) keeps
+    OpenBLAS rather than switching that MKL to sequential, and says why."""
+    if not MKL_EXPECTED:
+        pytest.skip("mkl is not installed here")
+    code = ("import ctypes, glob, os, sys\n"
+            "path = sorted(glob.glob(os.path.join(sys.prefix, 'lib', 'libmkl_rt.so*')))[0]\n"
+            "ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)\n"
+            "import numpy as np, numba_rnn as nr\n"
+            "from numba_rnn.kernels import mkl\n"
+            "rnn = nr.RNN(3, 8, seed=0)\n"
+            "out, h = rnn(np.ones((4, 2, 3)))\n"
+            "print(mkl.status())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "(False, 'MKL already loaded by another library here" in res.stdout, res.stdout
+
+
 @njit
 def _packed(a, packed, out, n):
     packed_product(a, packed, out, n)

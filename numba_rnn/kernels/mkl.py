@@ -33,7 +33,8 @@ MKL comes from the ``mkl`` wheel (a dependency on Linux x86-64), loaded from
 ``<prefix>/lib`` with its sequential threading layer: the parallelism is our own
 panels on Numba's threads. ``NUMBA_RNN_BLAS=openblas`` turns it off; a process where
 MKL cannot be loaded, or whose MKL already runs another threading layer, uses
-OpenBLAS. The kernels call the two functions by symbol name, so they stay in Numba's
+OpenBLAS; so does one where another library loaded MKL first. The kernels call MKL's
+functions by symbol name, bound to this library's addresses, so they stay in Numba's
 on-disk cache.
 """
 import ctypes
@@ -67,13 +68,29 @@ def _candidates():
             yield from sorted(glob.glob(os.path.join(d, name)))
 
 
+#: The MKL functions the kernels call by name; :func:`load` binds each name to this
+#: library's own address, so that no other copy of MKL in the process (torch's
+#: libtorch_cpu exports ``cblas_sgemm_compute``, for one) can answer for it.
+SYMBOLS = tuple(f"cblas_{p}{f}" for p in "sd" for f in ("gemm_compute", "gemm", "gemv"))
+
+
+def _mkl_already_loaded():
+    """Path of a libmkl_rt that some other library has already loaded here, or None."""
+    from threadpoolctl import ThreadpoolController
+    for lib in ThreadpoolController().select(internal_api="mkl").lib_controllers:
+        return lib.filepath
+    return None
+
+
 def load():
     """Load MKL once per process; return True when the packed products can be used.
 
     Looks for ``libmkl_rt`` in ``<prefix>/lib`` (where the ``mkl`` wheel puts it),
-    selects MKL's sequential threading layer and registers the library with LLVM so
-    that compiled kernels resolve ``cblas_?gemm_compute``. Honours
-    ``NUMBA_RNN_BLAS=openblas``. :func:`status` says why it is off.
+    selects MKL's sequential threading layer and binds the functions the kernels call
+    (:data:`SYMBOLS`) to its addresses for LLVM. Honours ``NUMBA_RNN_BLAS=openblas``.
+    Stays off when another library has loaded MKL first (a NumPy built on MKL: making
+    that MKL sequential would slow the user's own NumPy). :func:`status` says why it
+    is off.
     """
     global _lib, _loaded, _why
     if _loaded is not None:
@@ -85,6 +102,10 @@ def load():
     if sys.platform != "linux":
         _why = f"not looked for on {sys.platform}"
         return False
+    other = _mkl_already_loaded()
+    if other is not None:
+        _why = f"MKL already loaded by another library here ({other})"
+        return False
     for path in _candidates():
         try:
             lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
@@ -95,7 +116,8 @@ def load():
         if layer != _SEQUENTIAL:       # someone else's MKL threads already run here
             _why = f"{path}: MKL already runs threading layer {layer}, not sequential"
             return False
-        llvm.load_library_permanently(path)
+        for name in SYMBOLS:
+            llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
         _declare(lib)
         _lib, _loaded, _why = lib, path, ""
         return True
