@@ -68,7 +68,7 @@ def _compile(py_func, parallel, engine="openblas"):
     return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
-def pack_panels(M, width, gemv=False):
+def pack_panels(M, width, gemv=False, out=None):
     """Cut the columns of M (H, H) into panels of ``width`` for the products ``a·M``.
 
     For a GEMM (several rows ``a``): a C-contiguous (panels, H, width) array, the last
@@ -76,12 +76,12 @@ def pack_panels(M, width, gemv=False):
     operand: ~1.8× faster at H = 64). With ``gemv`` (one row): (panels, width, H), each
     panel's columns of M stored as rows, so every output is a contiguous dot product
     (the matrix-vector form that was ~1.5× faster than the axpy form at H = 256,
-    float64).
+    float64). ``out``: a zeroed array of that shape to fill instead of a new one.
     """
     H = M.shape[1]
     panels = -(-H // width)
     shape = (panels, width, M.shape[0]) if gemv else (panels, M.shape[0], width)
-    out = np.zeros(shape, dtype=M.dtype)
+    out = np.zeros(shape, dtype=M.dtype) if out is None else out
     for p in range(panels):
         lo, hi = p * width, min(H, (p + 1) * width)
         dst = out[p, :hi - lo] if gemv else out[p, :, :hi - lo]
@@ -108,10 +108,11 @@ def _transpose_into(src, dst):
 
 def _panel_product(a, Wp, buf, p, n):
     """``buf[p][:, :n] = a·M[:, panel p]`` for all rows ``a`` (N, H); returns ``buf[p]``
-    (N, width). ``Wp`` holds M's panels: packed by :func:`mkl.pack_panels` (a uint8
-    array, MKL's packed product), or by :func:`pack_panels` — (panels, H, width) for a
-    GEMM, (panels, width, H) for one row, which goes through GEMV (OpenBLAS). Numba
-    kernels only; each type of ``Wp`` compiles its own specialisation."""
+    (N, width). ``Wp`` holds M's panels, from :func:`_packed`: for MKL a uint8 array
+    (its packed GEMM, or row panels for its GEMV when N = 1), else float panels from
+    :func:`pack_panels` — (panels, H, width) for a GEMM, (panels, width, H) for one
+    row, which goes through GEMV (OpenBLAS). Numba kernels only; each type of ``Wp``
+    compiles its own specialisation."""
     raise NotImplementedError("_panel_product runs inside Numba kernels only")
 
 
@@ -359,8 +360,11 @@ def _packed(M, width, N):
     product: f64 stream step 3.3 µs against OpenBLAS's 4.7), more when MKL's packed
     product is in use (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` —
     else for OpenBLAS (:func:`pack_panels`)."""
-    if N == 1 and mkl.load():
-        return mkl.pack_panels(M, width, 1)
+    if N == 1 and mkl.load():                   # row panels, as cache-aligned bytes
+        K, H = M.shape
+        raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
+        pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
+        return raw
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS and mkl.packed_steps():
         return mkl.pack_panels(M, width, N)
     return pack_panels(M, width, N == 1)

@@ -175,15 +175,13 @@ def pack_panels(M, width, rows):
     with ``a`` of ``rows`` rows; returns a (panels, bytes) uint8 array, one packed
     panel per row (the last panel holds the H - lo remaining columns).
 
-    For ``rows == 1`` a panel holds its columns of M as plain rows (width, K), for
-    MKL's matrix-vector product (``cblas_?gemv``, dot form); otherwise MKL's packed
-    format for ``cblas_?gemm_compute``. M may be a transposed view (``W_aa.T``): the
-    packing reads it either way.
+    MKL's packed format for ``cblas_?gemm_compute``; M may be a transposed view
+    (``W_aa.T``): the packing reads it either way. (One row multiplies by plain row
+    panels instead, :func:`numba_rnn.kernels.cpu.pack_panels` in
+    :func:`aligned_panels`.)
     """
     K, H = M.shape
     item = M.dtype.itemsize
-    if rows == 1:
-        return _row_panels(M, width)
     pre = {4: "s", 8: "d"}[item]
     size, pack = (getattr(_lib, f"cblas_{pre}gemm_pack_get_size"),
                   getattr(_lib, f"cblas_{pre}gemm_pack"))
@@ -196,11 +194,7 @@ def pack_panels(M, width, rows):
         trans, ld = NO_TRANS, H
     panels = -(-H // width)
     spans = [(p * width, min(H, (p + 1) * width)) for p in range(panels)]
-    nbytes = max(size(B_MATRIX, rows, hi - lo, K) for lo, hi in spans)
-    nbytes = -(-nbytes // ALIGN) * ALIGN
-    raw = np.empty(panels * nbytes + ALIGN, dtype=np.uint8)
-    start = (-raw.ctypes.data) % ALIGN
-    out = raw[start:start + panels * nbytes].reshape(panels, nbytes)
+    out = aligned_panels(panels, max(size(B_MATRIX, rows, hi - lo, K) for lo, hi in spans))
     for p, (lo, hi) in enumerate(spans):
         src = M.ctypes.data + lo * M.strides[1]            # column lo of M
         pack(ROW_MAJOR, B_MATRIX, trans, rows, hi - lo, K, 1.0, src, ld,
@@ -208,20 +202,13 @@ def pack_panels(M, width, rows):
     return out
 
 
-def _row_panels(M, width):
-    """M's column panels as rows: panel p is the (width, K) matrix M[:, lo:hi]ᵀ
-    (zero-padded), stored as 64-byte-aligned bytes."""
-    K, H = M.shape
-    panels = -(-H // width)
-    nbytes = -(-width * K * M.dtype.itemsize // ALIGN) * ALIGN
+def aligned_panels(panels, nbytes):
+    """Zeroed (panels, nbytes rounded up to :data:`ALIGN`) uint8 array whose rows
+    start on cache lines: the buffers :func:`packed_product` reads."""
+    nbytes = -(-nbytes // ALIGN) * ALIGN
     raw = np.zeros(panels * nbytes + ALIGN, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGN
-    out = raw[start:start + panels * nbytes].reshape(panels, nbytes)
-    for p in range(panels):
-        lo, hi = p * width, min(H, (p + 1) * width)
-        rows = out[p, :width * K * M.dtype.itemsize].view(M.dtype).reshape(width, K)
-        rows[:hi - lo] = M[:, lo:hi].T
-    return out
+    return raw[start:start + panels * nbytes].reshape(panels, nbytes)
 
 
 # --- the product inside Numba kernels ------------------------------------------------
