@@ -49,10 +49,11 @@ def test_activations_saturate_and_propagate_nan():
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("N,panels,H", [(3, 1, 5), (3, 2, 37), (5, 3, 40), (1, 1, 5),
-                                         (1, 2, 37)])
+@pytest.mark.parametrize("N,blocks,panels,H", [(3, 1, 1, 5), (3, 1, 2, 37), (5, 1, 3, 40),
+                                                (1, 1, 1, 5), (1, 1, 2, 37), (6, 3, 1, 5),
+                                                (4, 2, 2, 37)])
 def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, parallel, N,
-                                                         panels, H, rng):
+                                                         blocks, panels, H, rng):
     T, D = 6, 4
     x = rng.standard_normal((T, N, D))
     a0 = rng.standard_normal((N, H))
@@ -60,13 +61,14 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
                      rng.standard_normal(H))
     kind = NONLINEARITIES[nonlinearity]
     U = cpu.input_projection(x, W_ax, b)
-    A = cpu.recurrence_forward(U, W_aa, a0, kind, reverse, parallel, panels=panels)
+    A = cpu.recurrence_forward(U, W_aa, a0, kind, reverse, parallel, blocks=blocks,
+                               panels=panels)
     rA, rZ = ref.direction_forward(x, a0, W_ax, W_aa, b, nonlinearity, reverse)
     np.testing.assert_allclose(A, rA, atol=1e-12)
 
     dA, d_last = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, d_last, kind, reverse, parallel,
-                                                panels=panels)
+                                                blocks=blocks, panels=panels)
     dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse)
     dx = cpu.input_grad(delta, W_ax)
     r = ref.direction_backward(dA, d_last, x, a0, rA, rZ, W_ax, W_aa, nonlinearity, reverse)
@@ -76,18 +78,37 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("panels", [2, 3])
-def test_bitwise_equal_for_any_panel_count_serial_or_parallel(dtype, panels, rng):
-    """Each hidden unit's product is one BLAS dot product whatever the panel, and the
-    norms are summed in fixed chunks: one panel serially and several in parallel give
-    the same bits (states, δ, dh0 and norms), padding included."""
-    T, N, H = 9, 7, 40                   # 2 panels: 32 + 8 units; 3 panels: 16 + 16 + 8
+def test_bitwise_equal_for_any_panel_or_block_count_serial_or_parallel(dtype, panels, rng):
+    """Each hidden unit's product is one BLAS dot product whatever the panel or the
+    row block, and the norms are summed in fixed chunks: one block and one panel
+    serially, and several in parallel, give the same bits (states, δ, dh0 and norms),
+    padding included."""
+    T, N, H = 9, 12, 40                  # 2 panels: 32 + 8 units; 3 panels: 16 + 16 + 8
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / 4).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
-    lengths = np.array([9, 3, 9, 1, 5, 9, 8])
+    lengths = np.array([9, 3, 9, 1, 5, 9, 8, 2, 9, 7, 9, 4])
     assert_same_bits_across_panels(U, W, a0, dA, lengths,
-                                   ((False, 1), (False, panels), (True, panels)))
+                                   ((False, 1, 1), (False, 1, panels), (True, 2, panels),
+                                    (True, 3, 1), (True, 6, panels), (False, 4, 1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,H", [(64, 256), (16, 300), (12, 64)])
+def test_openblas_steps_bitwise_equal_for_any_block_count(monkeypatch, dtype, N, H, rng):
+    """OpenBLAS's GEMM computes each row of the step product alike whatever the row
+    count of the call: 1, 2, 3 or 4 row blocks give the same bits (MKL's packed product
+    is checked in test_mkl.py)."""
+    monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)
+    T = 7
+    U = rng.standard_normal((T, N, H)).astype(dtype)
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+    assert cpu._packed(W, H, N).dtype == dtype                       # OpenBLAS's panels
+    runs = [(False, 1, 1)] + [(True, b, 1) for b in (2, 3, 4) if N % b == 0]
+    assert_same_bits_across_panels(U, W, a0, dA, np.resize([7, 3, 7, 1, 5], N), runs)
 
 
 def test_single_time_step():
@@ -121,9 +142,9 @@ def test_float32_stays_float32(rng):
     A, W, a = np.zeros((T, N, H), f), np.zeros((H, H), f), np.zeros((N, H), f)
     fwd, bwd = numba.njit(cpu._forward), numba.njit(cpu._backward)
     Wp = cpu.pack_panels(W, 2)
-    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((2, N, 2), f))
+    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 2), f))
     bwd(A, A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((N, 1), f), np.zeros((N, 16), f), np.zeros((2, N, 2), f))
+        np.zeros((N, 1), f), np.zeros((N, 16), f), np.zeros((1, 2, N, 2), f))
     for kernel in (fwd, bwd):
         ir = kernel.inspect_llvm(kernel.signatures[0])
         for op in ("fpext float", "fadd double", "fmul double", "fsub double", "@tanh("):
@@ -149,14 +170,26 @@ def test_forward_in_place_over_U_equals_out_of_place(reverse, rng):
     np.testing.assert_array_equal(A, A2)
 
 
-def test_parallel_is_resolved_from_the_step_size(monkeypatch):
+def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     import numba
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     monkeypatch.setattr(cpu, "fast_regions", lambda: True)
-    assert cpu.resolve_parallel(None, 16, 128) and cpu.recurrence_panels(16, 128, None) == 2
-    assert not cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_panels(16, 64, None) == 1
+    assert cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_blocks(16, 64, None) == 2
+    assert not cpu.resolve_parallel(None, 4, 16)                    # too small a step
+    assert not cpu.resolve_parallel(None, 1, 1024)                  # one sequence: no rows
+    assert not cpu.resolve_parallel(None, 3, 1024)                  # < 2 rows per block
+    assert cpu.recurrence_blocks(4, 1024, None) == 2
     assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
-    assert cpu.recurrence_panels(1, 1, True) == 1                   # never more than H
+    assert cpu.recurrence_blocks(1, 4, True) == 1                   # never a 1-row block
+    assert cpu.recurrence_blocks(7, 64, True) == 1                  # 7 has no equal split
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 4)
+    assert cpu.recurrence_blocks(12, 64, None) == 4
+    assert cpu.recurrence_blocks(6, 64, None) == 3                  # 6 = 3 blocks of 2
+    assert cpu.recurrence_blocks(10, 64, None) == 2                 # 4 does not divide 10
+    for N, blocks in ((10, 3), (4, 4), (4, 0)):
+        with pytest.raises(ValueError, match=f"blocks must divide the batch N={N}"):
+            cpu.recurrence_forward(np.zeros((2, N, 4)), np.zeros((4, 4)), np.zeros((N, 4)),
+                                   0, blocks=blocks)
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
     assert not cpu.resolve_parallel(None, 64, 1024)                 # one thread: serial
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)

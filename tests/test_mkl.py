@@ -133,21 +133,22 @@ def mkl_steps(monkeypatch):
 
 @needs_packed
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("parallel,panels", [(False, 1), (True, 2), (True, 3)])
-def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, panels, rng):
-    T, N, D, H = 6, 5, 4, 40
+@pytest.mark.parametrize("parallel,blocks,panels", [(False, 1, 1), (True, 1, 2), (True, 1, 3),
+                                                   (True, 2, 1), (True, 3, 2)])
+def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, blocks, panels, rng):
+    T, N, D, H = 6, 6, 4, 40
     x = rng.standard_normal((T, N, D))
     a0 = rng.standard_normal((N, H))
     W_ax, W_aa, b = (rng.standard_normal((H, D)) * 0.5, rng.standard_normal((H, H)) * 0.3,
                      rng.standard_normal(H))
     assert cpu._packed(W_aa, 16, N).dtype == np.uint8        # the MKL path is the one run
     U = cpu.input_projection(x, W_ax, b, parallel)
-    A = cpu.recurrence_forward(U, W_aa, a0, 0, reverse, parallel, panels=panels)
+    A = cpu.recurrence_forward(U, W_aa, a0, 0, reverse, parallel, blocks=blocks, panels=panels)
     rA, rZ = ref.direction_forward(x, a0, W_ax, W_aa, b, "tanh", reverse)
     np.testing.assert_allclose(A, rA, atol=1e-12)
     dA, d_last = rng.standard_normal((T, N, H)), rng.standard_normal((N, H))
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W_aa, d_last, 0, reverse, parallel,
-                                                panels=panels)
+                                                blocks=blocks, panels=panels)
     dW_ax, dW_aa, db = cpu.weight_grads(delta, x, A, a0, reverse, parallel)
     dx = cpu.input_grad(delta, W_ax, parallel)
     r = ref.direction_backward(dA, d_last, x, a0, rA, rZ, W_ax, W_aa, "tanh", reverse)
@@ -157,17 +158,20 @@ def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, panels
 
 @needs_packed
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H", [(7, 40), (64, 256), (16, 300), (64, 1024)])
-def test_mkl_recurrences_bitwise_equal_for_any_panel_count(mkl_steps, dtype, N, H, rng):
-    """As with OpenBLAS: one panel serially and 2 or 3 in parallel give the same bits
-    (on MKL's AVX-512 paths; its AVX2 path fails this at H ≥ 256, so there the steps
-    stay on OpenBLAS)."""
+@pytest.mark.parametrize("N,H", [(8, 40), (64, 256), (16, 300), (64, 1024)])
+def test_mkl_recurrences_bitwise_equal_for_any_panel_or_block_count(mkl_steps, dtype, N, H,
+                                                                    rng):
+    """As with OpenBLAS: one panel and one block serially, and 2 or 3 panels or 2 or 4
+    row blocks in parallel, give the same bits (on MKL's AVX-512 paths; its AVX2 path
+    fails this for panels at H ≥ 256, so there the steps stay on OpenBLAS)."""
     T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
-    assert_same_bits_across_panels(U, W, a0, dA, np.resize([9, 3, 9, 1, 5, 9, 8], N))
+    assert_same_bits_across_panels(U, W, a0, dA, np.resize([9, 3, 9, 1, 5, 9, 8], N),
+                                   ((False, 1, 1), (True, 1, 2), (True, 1, 3), (True, 2, 1),
+                                    (True, 4, 2)))
 
 
 @needs_mkl

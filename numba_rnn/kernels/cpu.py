@@ -140,11 +140,9 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
     ----------
     U : (T, N, H) array
         Input projection ``x·W_axᵀ + b`` (computed by :func:`input_projection`).
-    Wp : (panels, H, width) array, or (panels, width, H) for N = 1
-        W_aaᵀ cut into column panels (:func:`pack_panels`): panel p holds the weights
-        into hidden units ``p·width … p·width + width - 1``. Each panel does its own
-        slice of the step product and its own activations; the parallel variant runs
-        the panels of a step on different threads.
+    Wp : panels of W_aaᵀ, from :func:`_packed`
+        Panel p holds the weights into hidden units ``p·width … p·width + width - 1``;
+        each panel does its own slice of the step product and its own activations.
     a0 : (N, H) C-contiguous array
         Initial state (``a<-1>``; ``a<T>`` for the reverse direction).
     lengths : (N,) int64 array
@@ -158,24 +156,29 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         Walk time from T-1 down to 0.
     A : (T, N, H) C-contiguous array, written (may be ``U`` itself)
         Every hidden state ``a<t>`` (the carried state at padding steps).
-    buf : (panels, N, width) array
-        Scratch for the step product.
+    buf : (blocks, panels, rows, width) array
+        Scratch for the step product of each row block: the sequences are cut into
+        ``blocks`` blocks of ``rows = N / blocks`` rows, each run through all T steps
+        on its own (the parallel variant runs the blocks on different threads; a
+        sequence never depends on another, so nothing is shared between them).
     """
     T, N, H = U.shape
-    panels, width = buf.shape[0], buf.shape[2]
-    prev = a0
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        for p in prange(panels):
-            lo, hi = p * width, min(H, (p + 1) * width)
-            if lo < hi:
-                z = _panel_product(prev, Wp, buf, p, hi - lo)        # z = a<t-1>·W_aaᵀ, own units
-                for n in range(N):
+    blocks, panels, rows, width = buf.shape
+    for b in prange(blocks):
+        r0 = b * rows
+        prev = a0[r0:r0 + rows]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            for p in range(panels):
+                lo, hi = p * width, min(H, (p + 1) * width)
+                z = _panel_product(prev, Wp, buf[b], p, hi - lo)  # a<t-1>·W_aaᵀ, own units
+                for i in range(rows):
+                    n = r0 + i
                     if t < lengths[n]:                      # a<t> = g(U<t> + z)
-                        activate_row(kind, U[t, n, lo:hi], z[n, :hi - lo], A[t, n, lo:hi])
+                        activate_row(kind, U[t, n, lo:hi], z[i, :hi - lo], A[t, n, lo:hi])
                     else:
-                        A[t, n, lo:hi] = prev[n, lo:hi]     # padding: a<t> = a<t-1>
-        prev = A[t]
+                        A[t, n, lo:hi] = prev[i, lo:hi]     # padding: a<t> = a<t-1>
+            prev = A[t, r0:r0 + rows]
 
 
 def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, squares, buf):
@@ -188,8 +191,7 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
         including what flows back through time. Ignored at padding steps.
     A : (T, N, H) array
         The hidden states saved by the forward pass.
-    Wp : (panels, H, width) array, or (panels, width, H) for N = 1
-        W_aa (not transposed) cut into column panels, as in ``_forward``.
+    Wp : panels of W_aa (not transposed), from :func:`_packed`, as in ``_forward``.
     dh_n : (N, H) C-contiguous array, overwritten (the carried gradient)
         ∂L/∂(final state).
     lengths, kind, reverse
@@ -200,13 +202,13 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
         ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
     partial : (N, ceil(H / PANEL_ALIGN)) array
         Scratch: each step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units (by
-        :func:`_sum8`, in the panels), added up in chunk order after the step's parallel
-        region. Panel widths are multiples of PANEL_ALIGN, so the norms are the same for
-        any panel count.
+        :func:`_sum8`, panel by panel), added up in chunk order once the step's panels
+        are done. Panel widths are multiples of PANEL_ALIGN, so the norms are the same
+        for any panel count.
     squares : (N, ceil(H / PANEL_ALIGN) · PANEL_ALIGN) array, zero past H
         Scratch: the step's (∂L/∂a<t>)_j², each panel writing its own units.
-    buf : (panels, N, width) array
-        Scratch for the step product.
+    buf : (blocks, panels, rows, width) array
+        Scratch for the step product of each row block, as in ``_forward``.
 
     Returns
     -------
@@ -215,22 +217,24 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
     """
     T, N, H = A.shape
     zero = delta.dtype.type(0)
-    panels, width = buf.shape[0], buf.shape[2]
+    blocks, panels, rows, width = buf.shape
     chunk = PANEL_ALIGN
-    for s in range(T + 1):            # region s: finish step s-1's product, then step s
-        t = s if reverse else T - 1 - s
-        tp = t - 1 if reverse else t + 1                    # the step done before t
-        for p in prange(panels):
-            lo, hi = p * width, min(H, (p + 1) * width)
-            if lo < hi:
-                prod = buf[p]
-                if s > 0:
-                    prod = _panel_product(delta[tp], Wp, buf, p, hi - lo)  # δ<t+1>·W_aa
-                for n in range(N):
+    for b in prange(blocks):
+        r0 = b * rows
+        for s in range(T + 1):        # s: finish step s-1's product, then step s
+            t = s if reverse else T - 1 - s
+            tp = t - 1 if reverse else t + 1                # the step done before t
+            for p in range(panels):
+                lo, hi = p * width, min(H, (p + 1) * width)
+                prod = buf[b, p]
+                if s > 0:                                   # δ<t+1>·W_aa, own units
+                    prod = _panel_product(delta[tp, r0:r0 + rows], Wp, buf[b], p, hi - lo)
+                for i in range(rows):
+                    n = r0 + i
                     fresh = s > 0 and tp < lengths[n]       # else the gradient passes
                     if s < T and t < lengths[n]:            # g<t> = dA<t> + carry
                         _gradient_row(dA[t, n, lo:hi],
-                                      prod[n, :hi - lo] if fresh else dh_n[n, lo:hi],
+                                      prod[i, :hi - lo] if fresh else dh_n[n, lo:hi],
                                       dh_n[n, lo:hi], squares[n, lo:hi])
                         for c in range(lo // chunk, (hi + chunk - 1) // chunk):
                             partial[n, c] = _sum8(squares[n, c * chunk:(c + 1) * chunk])
@@ -239,18 +243,18 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
                     else:
                         if fresh:
                             for j in range(lo, hi):
-                                dh_n[n, j] = prod[n, j - lo]
+                                dh_n[n, j] = prod[i, j - lo]
                         if s < T:
                             for c in range(lo // chunk, (hi + chunk - 1) // chunk):
                                 partial[n, c] = zero
                             for j in range(lo, hi):
                                 delta[t, n, j] = zero
-        if s < T:
-            for n in range(N):                              # ‖∂L/∂a<t>‖, chunks in order
-                acc = zero
-                for c in range(partial.shape[1]):
-                    acc += partial[n, c]
-                norms[t, n] = np.sqrt(acc)
+            if s < T:
+                for n in range(r0, r0 + rows):              # ‖∂L/∂a<t>‖, chunks in order
+                    acc = zero
+                    for c in range(partial.shape[1]):
+                        acc += partial[n, c]
+                    norms[t, n] = np.sqrt(acc)
     return dh_n
 
 
@@ -296,47 +300,60 @@ def _lengths_or_full(lengths, T, N):
 
 
 #: Per-step multiply-adds (N·H·H) from which ``parallel=None`` (the default: auto) runs
-#: a layer on Numba's threads. Measured on 2 cores, model forward and train step,
-#: parallel ÷ serial time (f32 / f64; ±0.1 run to run): N=16 H=64 (2^16) 1.35/0.95 and
-#: 1.26/1.06, N=1 H=256 (2^16) 1.21/1.13, N=32 H=64 (2^17) 1.14/0.80, N=8 H=128 (2^17)
-#: 0.90/0.87, N=4 H=256 (2^18) 0.90/0.68 and 0.78/0.66, N=16 H=128 (2^18) 0.83/0.75,
-#: N=64 H=128 (2^20) 0.61/0.62, N=4 H=512 (2^20) 0.24/0.30. Below it the per-step
-#: parallel region and barrier cost about what the split saves, and an OpenMP worker
-#: still spinning after a parallel product can share the core of the serial
-#: recurrence that follows (seen: the stream forward, 3 → 8 ms), so small layers run
-#: on one core throughout.
-PARALLEL_MIN_MACS = 1 << 18
+#: a layer on Numba's threads (when its batch can be cut into row blocks, see
+#: :func:`recurrence_blocks`). Measured below.
+PARALLEL_MIN_MACS = 1 << 12
 
 
 def resolve_parallel(parallel, N, H):
     """Whether a layer with batch N and H hidden units runs on Numba's threads — its
-    recurrences (one panel per thread) and its batched products (fixed row blocks):
+    recurrences (row blocks of the batch) and its batched products (fixed row blocks):
     ``parallel`` itself when a bool; for ``None``, when there is more than one thread,
-    N·H·H ≥ :data:`PARALLEL_MIN_MACS` and the threading layer is a fast one (omp or
-    tbb: on workqueue a region per step costs 28–84 µs, so the layer stays serial)."""
+    the batch has rows for at least two blocks (N ≥ 2·:data:`MIN_BLOCK_ROWS`), N·H·H ≥
+    :data:`PARALLEL_MIN_MACS` and the threading layer is a fast one (omp or tbb).
+
+    A single sequence stays on one core: its recurrence has no rows to share, and an
+    OpenMP worker still spinning after a parallel product can take the core of the
+    serial recurrence that follows (seen: the stream forward, 3 → 8 ms)."""
     if parallel is not None:
         return bool(parallel)
-    if N * H * H < PARALLEL_MIN_MACS:
+    if N < 2 * MIN_BLOCK_ROWS or N * H * H < PARALLEL_MIN_MACS:
         return False
     import numba
     return fast_regions() and numba.get_num_threads() > 1
 
 
-#: Panels start on multiples of this many units (64 bytes of float32), so that two
-#: threads never write the same cache line of a state row; the backward sums the
-#: squared gradient lane-wise over chunks of this many units, so the per-timestep
-#: norms — like everything else — are bitwise the same for any panel count, serial or
-#: parallel.
-PANEL_ALIGN = 16
+#: Fewest sequences in a row block of a parallel recurrence: one row would take the
+#: matrix-vector product, whose sums are not the GEMM's, and the bits would depend on
+#: the block count.
+MIN_BLOCK_ROWS = 2
 
 
-def recurrence_panels(N, H, parallel):
-    """How many hidden-unit panels a recurrence uses: one serially, one per Numba
-    thread in parallel (``parallel=None``: see :func:`resolve_parallel`)."""
+def recurrence_blocks(N, H, parallel):
+    """How many row blocks (of N / blocks sequences each) a recurrence runs, one per
+    Numba thread: the most blocks, up to the thread count, that divide N into blocks
+    of at least :data:`MIN_BLOCK_ROWS` rows; one when serial (``parallel``: see
+    :func:`resolve_parallel`) or when no such split exists (N prime, say).
+
+    Each block runs its sequences through all T steps with no synchronisation — unlike
+    the per-step parallel region over hidden-unit panels this replaces, which cost
+    ~1 µs a step and made layers below N·H·H = 2^18 faster serial. Each row of the
+    step product is the same BLAS dot product whatever the block's row count (checked
+    on OpenBLAS and MKL, tested), so any block count gives bitwise the same results."""
     if not resolve_parallel(parallel, N, H):
         return 1
     import numba
-    return max(1, min(H, numba.get_num_threads()))
+    for blocks in range(min(numba.get_num_threads(), N // MIN_BLOCK_ROWS), 1, -1):
+        if N % blocks == 0:
+            return blocks
+    return 1
+
+
+#: Panels start on multiples of this many units (64 bytes of float32); the backward
+#: sums the squared gradient lane-wise over chunks of this many units, so the
+#: per-timestep norms — like everything else — are bitwise the same for any panel
+#: count.
+PANEL_ALIGN = 16
 
 
 def _panel_width(H, panels):
@@ -346,63 +363,74 @@ def _panel_width(H, panels):
     return -(-width // PANEL_ALIGN) * PANEL_ALIGN
 
 
-#: Per-step multiply-adds (N·H·H) from which the step products use MKL's packed GEMM
-#: (where MKL is loaded). Per product, MKL packed ÷ OpenBLAS time (f32 / f64): N=16
-#: H=64 1.00/0.89, N=16 H=128 0.73/0.69, N=16 H=256 0.46/0.58, N=64 H=1024 (half
-#: panel) 0.67; the tiny-shape backward was ~5 % slower with MKL (its packing costs
-#: ~15 µs per call through ctypes), so below this the products stay on OpenBLAS.
+#: Per-step multiply-adds (N·H·H, N the whole batch) from which the step products use
+#: MKL's packed GEMM (where MKL is loaded). Per product, MKL packed ÷ OpenBLAS time
+#: (f32 / f64): N=16 H=64 1.00/0.89, N=16 H=128 0.73/0.69, N=16 H=256 0.46/0.58, N=64
+#: H=1024 (half panel) 0.67; the tiny-shape backward was ~5 % slower with MKL (its
+#: packing costs ~15 µs per call through ctypes), so below this the products stay on
+#: OpenBLAS.
 MKL_MIN_MACS = 1 << 17
 
 
-def _packed(M, width, N):
-    """M's column panels for the step products ``a·M`` of ``N`` rows, for MKL
-    (:func:`mkl.pack_panels`) — one sequence when MKL is loaded (its matrix-vector
-    product: f64 stream step 3.3 µs against OpenBLAS's 4.7), more when MKL's packed
-    product is in use (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` —
-    else for OpenBLAS (:func:`pack_panels`)."""
+def _packed(M, width, N, rows=None):
+    """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
+    in a layer of batch ``N`` — for MKL (:func:`mkl.pack_panels`): one sequence when
+    MKL is loaded (its matrix-vector product: f64 stream step 3.3 µs against
+    OpenBLAS's 4.7), more when MKL's packed product is in use
+    (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` — else for OpenBLAS
+    (:func:`pack_panels`). Which BLAS depends on N only, never on the row blocks, so
+    serial and parallel runs multiply alike."""
+    rows = N if rows is None else rows
     if N == 1 and mkl.load():                   # row panels, as cache-aligned bytes
         K, H = M.shape
         raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
         pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
         return raw
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS and mkl.packed_steps():
-        return mkl.pack_panels(M, width, N)
+        return mkl.pack_panels(M, width, rows)
     return pack_panels(M, width, N == 1)
 
 
-def _variant(parallel, panels):
-    """Which compiled variant runs: the ``prange`` one for ``parallel=True``, or for
-    ``None`` whenever there is more than one panel."""
-    return panels > 1 if parallel is None else bool(parallel)
+def _layout(N, H, parallel, blocks, panels):
+    """``(variant, blocks, rows, width)`` of a recurrence call: which compiled variant
+    runs (the ``prange`` one for ``parallel=True``, or for ``None`` whenever there is
+    more than one block), the row blocks (default :func:`recurrence_blocks`), rows per
+    block and the panel width (``panels`` default 1)."""
+    blocks = recurrence_blocks(N, H, parallel) if blocks is None else int(blocks)
+    if blocks < 1 or N % blocks or (blocks > 1 and N // blocks < MIN_BLOCK_ROWS):
+        raise ValueError(f"blocks must divide the batch N={N} into equal row blocks of "
+                         f"at least {MIN_BLOCK_ROWS} rows, got {blocks}")
+    variant = blocks > 1 if parallel is None else bool(parallel)
+    return variant, blocks, N // blocks, _panel_width(H, 1 if panels is None else panels)
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=None,
-                       panels=None, overwrite_U=False):
+                       blocks=None, panels=None, overwrite_U=False):
     """Run the forward recurrence; return every hidden state ``A`` (T, N, H).
 
     ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
-    ``lengths`` (N,) valid steps per sequence (None: all T); ``panels`` hidden-unit
-    panels (default :func:`recurrence_panels`). With ``overwrite_U`` the states are
-    written over ``U`` (each a<t> element replaces the U<t> element it is computed
-    from), saving one activation-sized array.
+    ``lengths`` (N,) valid steps per sequence (None: all T); ``blocks`` row blocks of
+    the batch (default :func:`recurrence_blocks`), ``panels`` hidden-unit panels of
+    the step product (default 1). With ``overwrite_U`` the states are written over
+    ``U`` (each a<t> element replaces the U<t> element it is computed from), saving
+    one activation-sized array.
     """
     T, N, H = U.shape
     A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
-    panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
-    variant = _variant(parallel, panels)
-    width = _panel_width(H, panels)
-    Wp = _packed(W_aa.T, width, N)                                # panels of W_aaᵀ
+    variant, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
+    Wp = _packed(W_aa.T, width, N, rows)                          # panels of W_aaᵀ
     with blas_single_threaded() if variant else contextlib.nullcontext():
         _forward_kernels[variant](U, Wp, a0, _lengths_or_full(lengths, T, N), kind,
                                   bool(reverse), A,
-                                  np.empty((Wp.shape[0], N, width), U.dtype))
+                                  np.empty((blocks, Wp.shape[0], rows, width), U.dtype))
     return A
 
 
 def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, lengths=None,
-                        panels=None):
-    """Run BPTT through the recurrence.
+                        blocks=None, panels=None):
+    """Run BPTT through the recurrence (``blocks``, ``panels``: as
+    :func:`recurrence_forward`).
 
     Returns ``(delta, dh0, norms)``: δ<t> (T, N, H), ∂L/∂a0 (N, H) and the
     per-sample hidden-gradient norms ‖∂L/∂a<t>‖ (T, N).
@@ -413,10 +441,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
         carry = np.zeros((N, H), dtype=A.dtype)
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
-    panels = recurrence_panels(N, H, parallel) if panels is None else int(panels)
-    variant = _variant(parallel, panels)
-    width = _panel_width(H, panels)
-    Wp = _packed(W_aa, width, N)                                  # panels of W_aa
+    variant, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
+    Wp = _packed(W_aa, width, N, rows)                            # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
     chunks = -(-H // PANEL_ALIGN)
     partial = np.empty((N, chunks), dtype=A.dtype)
@@ -425,7 +451,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
         dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
                                          kind, bool(reverse), delta, norms, partial,
                                          squares,
-                                         np.empty((Wp.shape[0], N, width), A.dtype))
+                                         np.empty((blocks, Wp.shape[0], rows, width),
+                                                  A.dtype))
     return delta, dh0, norms
 
 
