@@ -97,16 +97,18 @@ class RNN:
     spectral_radius : float or None
         Rescale every W_aa to this spectral radius after ``init``.
     parallel : bool or None, default None
-        Run on Numba's threads (``NUMBA_NUM_THREADS``): the recurrences with the hidden
-        units cut into one panel per thread (one parallel region per time step), and
-        the batched products over all T·N rows (input projection, weight and input
-        gradients) in fixed row blocks. ``None`` decides per call: in parallel when
-        there is more than one thread and the step product is big (N·H·H ≥
-        :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`, e.g. batch 16 at H = 128),
-        on one core otherwise, where a region per step costs about what it saves.
-        BLAS is single-threaded inside, so only one thread pool is ever active.
-        Results are bitwise reproducible for a given thread count (see
-        :mod:`numba_rnn.kernels.cpu`).
+        Run on Numba's threads (``NUMBA_NUM_THREADS``): the recurrences in row blocks
+        of the batch, one per thread, each block through all T steps on its own (one
+        parallel region per call, no barrier per step), and the batched products over
+        all T·N rows (input projection, weight and input gradients) in fixed row
+        blocks. ``None`` decides per call: in parallel when there is more than one
+        thread, the batch splits into blocks of ≥ 2 sequences (N ≥ 4) and the step
+        product is not tiny (N·H·H ≥ :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`,
+        e.g. batch 8 at H = 32); a single sequence stays on one core. BLAS is
+        single-threaded inside, so only one thread pool is ever active, and Numba's
+        OpenMP workers are kept off the calling thread's core
+        (:mod:`numba_rnn.kernels.affinity`). Results are bitwise the same for any
+        thread count (see :mod:`numba_rnn.kernels.cpu`).
 
     Attributes
     ----------

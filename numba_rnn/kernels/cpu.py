@@ -8,16 +8,19 @@ projection and the weight, bias and input gradients) is one matrix product over 
 T·N rows, a BLAS call per row block from a Numba kernel.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
-from the same source (``prange`` is ``range`` when ``parallel=False``). Both cut the
-hidden units into **panels** (contiguous ranges of :data:`PANEL_ALIGN`-multiple
-width); each panel computes its own slice of the step product (a BLAS call on its
-block of the weights, a GEMV for a single sequence) and the activations of its own
-units. The parallel variant runs the panels of a step on separate threads — one
-parallel region per step, whose end is the barrier the next step needs — so each core
-reads only its panel of W_aa (at H = 1024 float32 the whole matrix exceeds one core's
-L2, half of it does not). Each unit's product is the same BLAS dot product whatever
-panel holds it, and the backward sums its norms in an order fixed by the unit index, so
-any panel count, serial or parallel, gives bitwise the same numbers.
+from the same source (``prange`` is ``range`` when ``parallel=False``). The parallel
+variant cuts the batch into **row blocks** (:func:`recurrence_blocks`, one per thread)
+and runs each block through all T steps on its own thread: sequences never depend on
+one another, so there is one parallel region per call and no barrier between steps.
+(An earlier version cut the hidden units into one panel per thread, with a parallel
+region per step: ~1 µs a step of region and barrier, which kept layers below N·H·H =
+2^18 on one core. The tiny shape's forward recurrence takes 0.27 ms in two row blocks,
+0.40 ms serially and 0.80 ms in per-step panels.) Within a block the step product can
+still be cut into hidden-unit **panels** (contiguous ranges of :data:`PANEL_ALIGN`-
+multiple width, one BLAS call each, a GEMV for a single sequence; one panel by
+default). Each row's product is the same BLAS dot product whatever block or panel
+holds it, and the backward sums its norms in an order fixed by the unit index, so any
+block or panel count, serial or parallel, gives bitwise the same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
@@ -45,6 +48,7 @@ from numba.extending import overload
 from . import mkl
 from .activations import activate_row, activation_grad_row
 from .mkl import packed_product
+from .affinity import pinned
 from .threads import blas_single_threaded, fast_regions, parallel_guard
 
 
@@ -300,9 +304,16 @@ def _lengths_or_full(lengths, T, N):
 
 
 #: Per-step multiply-adds (N·H·H) from which ``parallel=None`` (the default: auto) runs
-#: a layer on Numba's threads (when its batch can be cut into row blocks, see
-#: :func:`recurrence_blocks`). Measured below.
-PARALLEL_MIN_MACS = 1 << 12
+#: a layer on Numba's threads, when its batch can be cut into row blocks
+#: (:func:`recurrence_blocks`). Measured on 2 cores, a model with D = H and T = 100,
+#: parallel ÷ serial time, forward / train step (f32; f64), ±0.1 run to run: N=4 H=16
+#: (2^10) 1.09/1.03; 1.14/1.27, N=8 H=16 (2^11) 1.17/1.28; 1.03/1.12, N=4 H=32 (2^12)
+#: 1.12/1.19; 1.00/1.01, N=16 H=16 (2^12) 0.90/1.05; 0.89/1.02, N=8 H=32 (2^13)
+#: 0.85/0.87; 0.99/0.86, N=4 H=64 (2^14) 0.93/1.07; 0.86/0.88, N=16 H=32 (2^14)
+#: 0.95/0.98; 0.72/0.55, N=64 H=16 (2^14) 0.58/0.65; 0.63/1.17, N=8 H=64 (2^15)
+#: 0.79/0.87; 0.72/0.74, N=32 H=32 (2^15) 0.76/0.76; 0.69/1.04, N=16 H=64 (2^16)
+#: 0.78/0.84; 0.55/0.48, N=4 H=128 (2^16) 0.81/0.85; 0.68/0.56.
+PARALLEL_MIN_MACS = 1 << 13
 
 
 def resolve_parallel(parallel, N, H):
@@ -604,7 +615,7 @@ def compute_context(parallel=False):
     waits for other Python threads' parallel calls unless Numba's threading layer is
     thread-safe (see :mod:`.threads`). Serial kernels release the GIL and run
     concurrently from any number of threads."""
-    with blas_single_threaded(), parallel_guard(parallel):
+    with blas_single_threaded(), parallel_guard(parallel), pinned(parallel):
         yield
 
 
