@@ -118,7 +118,7 @@ def test_recurrence_kernels_keep_the_row_loops_vectorised():
     bwd = numba.njit(error_model="numpy")(cpu._backward)
     fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 16), f))
     bwd(A, A, Wp, a.copy(), np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((N, 2), f), np.zeros((N, 32), f), np.zeros((1, 2, N, 16), f))
+        np.zeros((2, N, 2), f), np.zeros((N, 32), f), np.zeros((1, 2, N, 16), f))
     for kernel in (fwd, bwd):
         ir = kernel.inspect_llvm(kernel.signatures[0])
         assert "x float>" in ir and "@tanh" not in ir, kernel.__name__

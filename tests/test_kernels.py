@@ -111,6 +111,34 @@ def test_openblas_steps_bitwise_equal_for_any_block_count(monkeypatch, dtype, N,
     assert_same_bits_across_panels(U, W, a0, dA, np.resize([7, 3, 7, 1, 5], N), runs)
 
 
+@pytest.mark.parametrize("workers", [1, 3, 7])
+def test_shared_panels_finish_with_any_number_of_workers(workers, rng):
+    """The panel-shared kernels claim (step, panel) tasks from a counter: one worker
+    does them all, more workers than threads or panels just find none left — the same
+    bits as the serial kernel either way, and nothing hangs."""
+    T, N, H = 8, 1, 48
+    U = rng.standard_normal((T, N, H))
+    W = rng.standard_normal((H, H)) / 6
+    a0, dA = rng.standard_normal((N, H)), rng.standard_normal((T, N, H))
+    lengths = np.full(N, T, dtype=np.int64)
+    A = cpu.recurrence_forward(U, W, a0, 0, parallel=False)
+    delta, dh0, norms = cpu.recurrence_backward(dA, A, W, a0, 0, parallel=False)
+    width = 16                                                   # 3 panels
+    A2, buf = np.empty_like(U), np.empty((1, 3, N, width))
+    sync = np.zeros(2 * cpu.COUNTER_STRIDE, dtype=np.int64)
+    cpu._forward_panels_kernel(U, cpu._packed(W.T, width, N), a0.copy(), lengths, 0, False,
+                               A2, buf, workers, sync)
+    assert sync[cpu.COUNTER_STRIDE] == T * 3                     # every task done once
+    np.testing.assert_array_equal(A, A2)
+    d2, n2, carry = np.empty_like(U), np.empty((T, N)), a0.copy()
+    sync[:] = 0
+    cpu._backward_panels_kernel(dA, A, cpu._packed(W, width, N), carry, lengths, 0, False,
+                                d2, n2, np.empty((2, N, 3)), np.zeros((N, 48)), buf,
+                                workers, sync)
+    for ours, want in ((d2, delta), (carry, dh0), (n2, norms)):
+        np.testing.assert_array_equal(ours, want)
+
+
 def test_single_time_step():
     rng = np.random.default_rng(0)
     x, a0 = rng.standard_normal((1, 2, 3)), rng.standard_normal((2, 4))
@@ -144,7 +172,7 @@ def test_float32_stays_float32(rng):
     Wp = cpu.pack_panels(W, 2)
     fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 2), f))
     bwd(A, A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((N, 1), f), np.zeros((N, 16), f), np.zeros((1, 2, N, 2), f))
+        np.zeros((2, N, 1), f), np.zeros((N, 16), f), np.zeros((1, 2, N, 2), f))
     for kernel in (fwd, bwd):
         ir = kernel.inspect_llvm(kernel.signatures[0])
         for op in ("fpext float", "fadd double", "fmul double", "fsub double", "@tanh("):
@@ -176,8 +204,14 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     monkeypatch.setattr(cpu, "fast_regions", lambda: True)
     assert cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_blocks(16, 64, None) == 2
     assert not cpu.resolve_parallel(None, 4, 16)                    # too small a step
-    assert not cpu.resolve_parallel(None, 1, 1024)                  # one sequence: no rows
-    assert not cpu.resolve_parallel(None, 3, 1024)                  # < 2 rows per block
+    assert not cpu.resolve_parallel(None, 1, 128)                   # 2^14 < SHARED_MIN_MACS
+    assert cpu.resolve_parallel(None, 1, 256) and cpu.resolve_parallel(None, 3, 1024)
+    assert cpu._layout(1, 256, None, None, None) == ("shared", 1, 1, 128)  # panels shared
+    assert cpu._layout(3, 1024, None, None, 3) == ("shared", 1, 3, 352)
+    assert cpu._layout(7, 64, True, None, None) == ("shared", 1, 7, 32)    # 7: no blocks
+    assert cpu._layout(1, 16, True, None, None) == (True, 1, 1, 16)   # one panel: nothing
+    assert cpu._layout(16, 64, None, None, None) == (True, 2, 8, 64)     # row blocks
+    assert cpu._layout(16, 64, False, None, 2) == (False, 1, 16, 32)
     assert cpu.recurrence_blocks(4, 1024, None) == 2
     assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
     assert cpu.recurrence_blocks(1, 4, True) == 1                   # never a 1-row block

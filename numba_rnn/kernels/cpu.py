@@ -47,6 +47,7 @@ from numba.extending import overload
 
 from . import mkl
 from .activations import activate_row, activation_grad_row
+from .atomics import fetch_add, wait_until
 from .mkl import packed_product
 from .affinity import pinned
 from .threads import blas_single_threaded, fast_regions, parallel_guard
@@ -138,7 +139,7 @@ def _panel_product_impl(a, Wp, buf, p, n):
 
 
 def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
-    """Forward recurrence of one layer-direction over the whole sequence.
+    """Forward recurrence of one layer-direction over the whole sequence, in row blocks.
 
     Parameters
     ----------
@@ -166,27 +167,68 @@ def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
         on its own (the parallel variant runs the blocks on different threads; a
         sequence never depends on another, so nothing is shared between them).
     """
-    T, N, H = U.shape
-    blocks, panels, rows, width = buf.shape
+    T = U.shape[0]
+    blocks, panels, rows = buf.shape[0], buf.shape[1], buf.shape[2]
     for b in prange(blocks):
         r0 = b * rows
         prev = a0[r0:r0 + rows]
         for s in range(T):
             t = T - 1 - s if reverse else s
             for p in range(panels):
-                lo, hi = p * width, min(H, (p + 1) * width)
-                z = _panel_product(prev, Wp, buf[b], p, hi - lo)  # a<t-1>·W_aaᵀ, own units
-                for i in range(rows):
-                    n = r0 + i
-                    if t < lengths[n]:                      # a<t> = g(U<t> + z)
-                        activate_row(kind, U[t, n, lo:hi], z[i, :hi - lo], A[t, n, lo:hi])
-                    else:
-                        A[t, n, lo:hi] = prev[i, lo:hi]     # padding: a<t> = a<t-1>
+                _forward_panel(U, Wp, prev, lengths, kind, A, buf[b], t, p, r0)
             prev = A[t, r0:r0 + rows]
 
 
+def _forward_panels(U, Wp, a0, lengths, kind, reverse, A, buf, workers, sync):
+    """The forward recurrence with each step's panels shared by ``workers`` threads:
+    for a batch too small to cut into row blocks (one sequence, say). Arguments as
+    :func:`_forward`, with one block (``buf`` (1, panels, N, width)), and ``sync`` a
+    zeroed int64 array of ≥ 2·:data:`COUNTER_STRIDE` (two counters on their own cache
+    lines).
+
+    The T·panels (step, panel) tasks are claimed in order from an atomic counter; a
+    task waits until every panel of the step before is done (a second counter). Any
+    number of threads — one included — finishes the work, so a thread that never
+    starts (no second core, or a nested region run serially) cannot hang it. Each
+    panel's arithmetic is that of :func:`_forward`, whichever thread runs it: the same
+    bits."""
+    T = U.shape[0]
+    panels = buf.shape[1]
+    for _ in prange(workers):
+        task = fetch_add(sync, 0, 1)
+        while task < T * panels:
+            s = task // panels
+            wait_until(sync, COUNTER_STRIDE, s * panels)    # step s-1 complete
+            t = T - 1 - s if reverse else s
+            prev = a0
+            if s > 0:
+                prev = A[t + 1] if reverse else A[t - 1]
+            _forward_panel(U, Wp, prev, lengths, kind, A, buf[0], t, task - s * panels, 0)
+            fetch_add(sync, COUNTER_STRIDE, 1)
+            task = fetch_add(sync, 0, 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _forward_panel(U, Wp, prev, lengths, kind, A, buf, t, p, r0):
+    """Panel p of forward step t for the rows r0 … r0+rows-1: ``a<t> = g(U<t> +
+    a<t-1>·W_aaᵀ)`` on the panel's units, the state carried at padding steps; ``prev``
+    (rows, H) is a<t-1> of those rows, ``buf`` (panels, rows, width) the block's
+    scratch."""
+    H = U.shape[2]
+    rows, width = buf.shape[1], buf.shape[2]
+    lo, hi = p * width, min(H, (p + 1) * width)
+    z = _panel_product(prev, Wp, buf, p, hi - lo)            # a<t-1>·W_aaᵀ, own units
+    for i in range(rows):
+        n = r0 + i
+        if t < lengths[n]:                                  # a<t> = g(U<t> + z)
+            activate_row(kind, U[t, n, lo:hi], z[i, :hi - lo], A[t, n, lo:hi])
+        else:
+            A[t, n, lo:hi] = prev[i, lo:hi]                 # padding: a<t> = a<t-1>
+
+
 def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, squares, buf):
-    """Backward recurrence (BPTT) of one layer-direction, the mirror of ``_forward``.
+    """Backward recurrence (BPTT) of one layer-direction in row blocks, the mirror of
+    ``_forward``.
 
     Parameters
     ----------
@@ -204,11 +246,11 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
         δ<t> = ∂L/∂z<t>, the gradient at the pre-activation (0 at padding steps).
     norms : (T, N) array, written
         ‖∂L/∂a<t>‖₂ per sample: the per-timestep hidden-gradient norm (0 at padding).
-    partial : (N, ceil(H / PANEL_ALIGN)) array
-        Scratch: each step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units (by
-        :func:`_sum8`, panel by panel), added up in chunk order once the step's panels
-        are done. Panel widths are multiples of PANEL_ALIGN, so the norms are the same
-        for any panel count.
+    partial : (2, N, ceil(H / PANEL_ALIGN)) array
+        Scratch: a step's Σ_j (∂L/∂a<t>)_j² over chunks of PANEL_ALIGN units (by
+        :func:`_sum8`, panel by panel) in ``partial[s % 2]``, added up in chunk order
+        once the step's panels are done. Panel widths are multiples of PANEL_ALIGN, so
+        the norms are the same for any panel count.
     squares : (N, ceil(H / PANEL_ALIGN) · PANEL_ALIGN) array, zero past H
         Scratch: the step's (∂L/∂a<t>)_j², each panel writing its own units.
     buf : (blocks, panels, rows, width) array
@@ -219,47 +261,94 @@ def _backward(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial, sq
     (N, H) array
         ∂L/∂a0 (= dh0).
     """
-    T, N, H = A.shape
-    zero = delta.dtype.type(0)
-    blocks, panels, rows, width = buf.shape
-    chunk = PANEL_ALIGN
+    T = A.shape[0]
+    blocks, panels, rows = buf.shape[0], buf.shape[1], buf.shape[2]
     for b in prange(blocks):
         r0 = b * rows
         for s in range(T + 1):        # s: finish step s-1's product, then step s
-            t = s if reverse else T - 1 - s
-            tp = t - 1 if reverse else t + 1                # the step done before t
             for p in range(panels):
-                lo, hi = p * width, min(H, (p + 1) * width)
-                prod = buf[b, p]
-                if s > 0:                                   # δ<t+1>·W_aa, own units
-                    prod = _panel_product(delta[tp, r0:r0 + rows], Wp, buf[b], p, hi - lo)
-                for i in range(rows):
-                    n = r0 + i
-                    fresh = s > 0 and tp < lengths[n]       # else the gradient passes
-                    if s < T and t < lengths[n]:            # g<t> = dA<t> + carry
-                        _gradient_row(dA[t, n, lo:hi],
-                                      prod[i, :hi - lo] if fresh else dh_n[n, lo:hi],
-                                      dh_n[n, lo:hi], squares[n, lo:hi])
-                        for c in range(lo // chunk, (hi + chunk - 1) // chunk):
-                            partial[n, c] = _sum8(squares[n, c * chunk:(c + 1) * chunk])
-                        activation_grad_row(kind, A[t, n, lo:hi], dh_n[n, lo:hi],
-                                            delta[t, n, lo:hi])  # δ<t> = g ⊙ g'
-                    else:
-                        if fresh:
-                            for j in range(lo, hi):
-                                dh_n[n, j] = prod[i, j - lo]
-                        if s < T:
-                            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
-                                partial[n, c] = zero
-                            for j in range(lo, hi):
-                                delta[t, n, j] = zero
+                _backward_panel(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial,
+                                squares, buf[b], s, p, r0)
             if s < T:
-                for n in range(r0, r0 + rows):              # ‖∂L/∂a<t>‖, chunks in order
-                    acc = zero
-                    for c in range(partial.shape[1]):
-                        acc += partial[n, c]
-                    norms[t, n] = np.sqrt(acc)
+                _step_norms(partial[s % 2], norms, T - 1 - s if not reverse else s, r0, rows)
     return dh_n
+
+
+def _backward_panels(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, partial,
+                     squares, buf, workers, sync):
+    """BPTT with each step's panels shared by ``workers`` threads, the mirror of
+    :func:`_forward_panels` (arguments as :func:`_backward`, one block, plus
+    ``workers`` and ``sync``). Whoever runs panel 0 of step s adds up the norms of
+    step s-1, whose panels are all done by then; ``partial`` alternates between steps,
+    so step s's panels never write what is being added."""
+    T = A.shape[0]
+    panels = buf.shape[1]
+    N = A.shape[1]
+    for _ in prange(workers):
+        task = fetch_add(sync, 0, 1)
+        while task < (T + 1) * panels:
+            s = task // panels
+            p = task - s * panels
+            wait_until(sync, COUNTER_STRIDE, s * panels)    # step s-1 complete
+            if p == 0 and s > 0:
+                _step_norms(partial[(s - 1) % 2], norms,
+                            s - 1 if reverse else T - s, 0, N)
+            _backward_panel(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial,
+                            squares, buf[0], s, p, 0)
+            fetch_add(sync, COUNTER_STRIDE, 1)
+            task = fetch_add(sync, 0, 1)
+    return dh_n
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _backward_panel(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial, squares, buf,
+                    s, p, r0):
+    """Panel p of backward region s for the rows r0 … r0+rows-1: finish step s-1's
+    product (``carry = δ<t+1>·W_aa`` on the panel's units), then step s's ``g<t> = dA<t>
+    + carry``, its squares per chunk and ``δ<t> = g ⊙ g'``; ``buf`` (panels, rows,
+    width) is the block's scratch. Region T only finishes the last product (dh0)."""
+    T, N, H = A.shape
+    zero = delta.dtype.type(0)
+    rows, width = buf.shape[1], buf.shape[2]
+    chunk = PANEL_ALIGN
+    t = s if reverse else T - 1 - s
+    tp = t - 1 if reverse else t + 1                        # the step done before t
+    part = partial[s % 2]
+    lo, hi = p * width, min(H, (p + 1) * width)
+    prod = buf[p]
+    if s > 0:
+        prod = _panel_product(delta[tp, r0:r0 + rows], Wp, buf, p, hi - lo)  # δ<t+1>·W_aa
+    for i in range(rows):
+        n = r0 + i
+        fresh = s > 0 and tp < lengths[n]                   # else the gradient passes
+        if s < T and t < lengths[n]:                        # g<t> = dA<t> + carry
+            _gradient_row(dA[t, n, lo:hi], prod[i, :hi - lo] if fresh else dh_n[n, lo:hi],
+                          dh_n[n, lo:hi], squares[n, lo:hi])
+            for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                part[n, c] = _sum8(squares[n, c * chunk:(c + 1) * chunk])
+            activation_grad_row(kind, A[t, n, lo:hi], dh_n[n, lo:hi],
+                                delta[t, n, lo:hi])         # δ<t> = g ⊙ g'
+        else:
+            if fresh:
+                for j in range(lo, hi):
+                    dh_n[n, j] = prod[i, j - lo]
+            if s < T:
+                for c in range(lo // chunk, (hi + chunk - 1) // chunk):
+                    part[n, c] = zero
+                for j in range(lo, hi):
+                    delta[t, n, j] = zero
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _step_norms(part, norms, t, r0, rows):
+    """``norms[t, n] = ‖∂L/∂a<t>‖`` for rows r0 … r0+rows-1: the chunk sums of ``part``
+    (N, chunks) added in chunk order."""
+    zero = norms.dtype.type(0)
+    for n in range(r0, r0 + rows):
+        acc = zero
+        for c in range(part.shape[1]):
+            acc += part[n, c]
+        norms[t, n] = np.sqrt(acc)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -295,6 +384,12 @@ def _sum8(row):
 
 _forward_kernels = {p: _compile(_forward, p) for p in (False, True)}
 _backward_kernels = {p: _compile(_backward, p) for p in (False, True)}
+_forward_panels_kernel = _compile(_forward_panels, True)
+_backward_panels_kernel = _compile(_backward_panels, True)
+
+#: int64s between the two counters of a panel-shared recurrence (64 bytes: their own
+#: cache lines, so claiming a task does not disturb the thread waiting on the other).
+COUNTER_STRIDE = 8
 
 
 def _lengths_or_full(lengths, T, N):
@@ -318,20 +413,27 @@ PARALLEL_MIN_MACS = 1 << 13
 
 def resolve_parallel(parallel, N, H):
     """Whether a layer with batch N and H hidden units runs on Numba's threads — its
-    recurrences (row blocks of the batch) and its batched products (fixed row blocks):
-    ``parallel`` itself when a bool; for ``None``, when there is more than one thread,
-    the batch has rows for at least two blocks (N ≥ 2·:data:`MIN_BLOCK_ROWS`), N·H·H ≥
-    :data:`PARALLEL_MIN_MACS` and the threading layer is a fast one (omp or tbb).
-
-    A single sequence stays on one core: its recurrence has no rows to share, and an
-    OpenMP worker still spinning after a parallel product can take the core of the
-    serial recurrence that follows (seen: the stream forward, 3 → 8 ms)."""
+    recurrences and its batched products (fixed row blocks): ``parallel`` itself when
+    a bool; for ``None``, when there is more than one thread, the threading layer is a
+    fast one (omp or tbb) and the step product is big enough: N·H·H ≥
+    :data:`PARALLEL_MIN_MACS` for a batch that splits into row blocks (N ≥
+    2·:data:`MIN_BLOCK_ROWS`), N·H·H ≥ :data:`SHARED_MIN_MACS` for a smaller one,
+    whose threads share the hidden units of each step instead."""
     if parallel is not None:
         return bool(parallel)
-    if N < 2 * MIN_BLOCK_ROWS or N * H * H < PARALLEL_MIN_MACS:
+    least = PARALLEL_MIN_MACS if N >= 2 * MIN_BLOCK_ROWS else SHARED_MIN_MACS
+    if N * H * H < least:
         return False
     import numba
     return fast_regions() and numba.get_num_threads() > 1
+
+
+#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` runs a batch of fewer
+#: than 2·MIN_BLOCK_ROWS sequences in parallel, its threads sharing each step's
+#: hidden-unit panels (:func:`_forward_panels`). Forward recurrence, 2 threads against
+#: one (ms, T = 1000, N = 1): H = 128 f32 0.69 → 0.89, f64 1.24 → 1.28; H = 256 f32
+#: 2.08 → 1.67, f64 4.10 → 2.80.
+SHARED_MIN_MACS = 1 << 16
 
 
 #: Fewest sequences in a row block of a parallel recurrence: one row would take the
@@ -403,16 +505,39 @@ def _packed(M, width, N, rows=None):
 
 
 def _layout(N, H, parallel, blocks, panels):
-    """``(variant, blocks, rows, width)`` of a recurrence call: which compiled variant
-    runs (the ``prange`` one for ``parallel=True``, or for ``None`` whenever there is
-    more than one block), the row blocks (default :func:`recurrence_blocks`), rows per
-    block and the panel width (``panels`` default 1)."""
+    """How a recurrence call runs: ``(kernel, blocks, rows, width)``.
+
+    ``kernel`` is ``"shared"`` when the threads share each step's panels
+    (:func:`_forward_panels`: a parallel layer whose batch does not split into row
+    blocks, with at least two panels), else whether the ``prange`` variant of the
+    row-block kernel runs (for ``parallel=True``, or for ``None`` whenever there is
+    more than one block). ``blocks``: row blocks (default :func:`recurrence_blocks`);
+    ``rows`` per block; ``width`` of the panels (``panels`` default: one per thread
+    when shared, else 1)."""
+    import numba
     blocks = recurrence_blocks(N, H, parallel) if blocks is None else int(blocks)
     if blocks < 1 or N % blocks or (blocks > 1 and N // blocks < MIN_BLOCK_ROWS):
         raise ValueError(f"blocks must divide the batch N={N} into equal row blocks of "
                          f"at least {MIN_BLOCK_ROWS} rows, got {blocks}")
-    variant = blocks > 1 if parallel is None else bool(parallel)
-    return variant, blocks, N // blocks, _panel_width(H, 1 if panels is None else panels)
+    threads = numba.get_num_threads()
+    shared = blocks == 1 and threads > 1 and resolve_parallel(parallel, N, H)
+    width = _panel_width(H, (threads if shared else 1) if panels is None else panels)
+    if shared and width < H:
+        return "shared", 1, N, width
+    return (blocks > 1 if parallel is None else bool(parallel)), blocks, N // blocks, width
+
+
+def _run(kernels, shared, kernel, *args):
+    """Call the recurrence ``kernel`` chose by :func:`_layout`: the panel-shared one
+    with this thread's Numba thread count as workers and fresh counters, else the
+    serial or ``prange`` row-block variant; BLAS single-threaded inside any parallel
+    one."""
+    import numba
+    with blas_single_threaded() if kernel else contextlib.nullcontext():
+        if kernel == "shared":
+            return shared(*args, numba.get_num_threads(),
+                          np.zeros(2 * COUNTER_STRIDE, dtype=np.int64))
+        return kernels[kernel](*args)
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=None,
@@ -429,12 +554,11 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     T, N, H = U.shape
     A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
     a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
-    variant, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
+    kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa.T, width, N, rows)                          # panels of W_aaᵀ
-    with blas_single_threaded() if variant else contextlib.nullcontext():
-        _forward_kernels[variant](U, Wp, a0, _lengths_or_full(lengths, T, N), kind,
-                                  bool(reverse), A,
-                                  np.empty((blocks, Wp.shape[0], rows, width), U.dtype))
+    _run(_forward_kernels, _forward_panels_kernel, kernel, U, Wp, a0,
+         _lengths_or_full(lengths, T, N), kind, bool(reverse), A,
+         np.empty((blocks, Wp.shape[0], rows, width), U.dtype))
     return A
 
 
@@ -452,18 +576,15 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
         carry = np.zeros((N, H), dtype=A.dtype)
     else:
         carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
-    variant, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
+    kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa, width, N, rows)                            # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
     chunks = -(-H // PANEL_ALIGN)
-    partial = np.empty((N, chunks), dtype=A.dtype)
+    partial = np.empty((2, N, chunks), dtype=A.dtype)
     squares = np.zeros((N, chunks * PANEL_ALIGN), dtype=A.dtype)
-    with blas_single_threaded() if variant else contextlib.nullcontext():
-        dh0 = _backward_kernels[variant](dA, A, Wp, carry, _lengths_or_full(lengths, T, N),
-                                         kind, bool(reverse), delta, norms, partial,
-                                         squares,
-                                         np.empty((blocks, Wp.shape[0], rows, width),
-                                                  A.dtype))
+    dh0 = _run(_backward_kernels, _backward_panels_kernel, kernel, dA, A, Wp, carry,
+               _lengths_or_full(lengths, T, N), kind, bool(reverse), delta, norms, partial,
+               squares, np.empty((blocks, Wp.shape[0], rows, width), A.dtype))
     return delta, dh0, norms
 
 
