@@ -18,9 +18,12 @@ region per step: ~1 Âµs a step of region and barrier, which kept layers below NÂ
 0.40 ms serially and 0.80 ms in per-step panels.) Within a block the step product can
 still be cut into hidden-unit **panels** (contiguous ranges of :data:`PANEL_ALIGN`-
 multiple width, one BLAS call each, a GEMV for a single sequence; one panel by
-default). Each row's product is the same BLAS dot product whatever block or panel
-holds it, and the backward sums its norms in an order fixed by the unit index, so any
-block or panel count, serial or parallel, gives bitwise the same numbers.
+default). A batch too small for row blocks (a single sequence) shares each step's
+panels among the threads instead (:func:`_forward_panels`, :func:`_backward_panels`:
+tasks handed over through atomic counters, no region per step). Each row's product
+is the same BLAS dot product whatever block or panel holds it, and the backward sums
+its norms in an order fixed by the unit index, so any block or panel count, serial or
+parallel, gives bitwise the same numbers.
 
 Forward and backward are written as mirrors, line for line::
 
