@@ -1,4 +1,6 @@
 """The CPU kernels, one by one, against tests/reference.py."""
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -206,6 +208,8 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     assert not cpu.resolve_parallel(None, 4, 16)                    # too small a step
     assert not cpu.resolve_parallel(None, 1, 128)                   # 2^14 < SHARED_MIN_MACS
     assert cpu.resolve_parallel(None, 1, 256) and cpu.resolve_parallel(None, 3, 1024)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cpu._shared_workers() == 2
     assert cpu._layout(1, 256, None, None, None) == ("shared", 1, 1, 128)  # panels shared
     assert cpu._layout(3, 1024, None, None, 3) == ("shared", 1, 3, 352)
     assert cpu._layout(7, 64, True, None, None) == ("shared", 1, 7, 32)    # 7: no blocks
@@ -217,6 +221,7 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     assert cpu.recurrence_blocks(1, 4, True) == 1                   # never a 1-row block
     assert cpu.recurrence_blocks(7, 64, True) == 1                  # 7 has no equal split
     monkeypatch.setattr(numba, "get_num_threads", lambda: 4)
+    assert cpu._shared_workers() == 2           # no more spinning workers than cores
     assert cpu.recurrence_blocks(12, 64, None) == 4
     assert cpu.recurrence_blocks(6, 64, None) == 3                  # 6 = 3 blocks of 2
     assert cpu.recurrence_blocks(10, 64, None) == 2                 # 4 does not divide 10
