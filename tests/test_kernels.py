@@ -208,6 +208,8 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     assert not cpu.resolve_parallel(None, 4, 16)                    # too small a step
     assert not cpu.resolve_parallel(None, 1, 128)                   # 2^14 < SHARED_MIN_MACS
     assert cpu.resolve_parallel(None, 1, 256) and cpu.resolve_parallel(None, 3, 1024)
+    assert not cpu.resolve_parallel(None, 7, 64)          # 7 has no blocks: shared-panel bar
+    assert cpu.resolve_parallel(None, 8, 64)              # 8 = 2 blocks of 4: the block bar
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert cpu._shared_workers() == 2
     assert cpu._layout(1, 256, None, None, None) == ("shared", 1, 1, 128)  # panels shared

@@ -419,20 +419,20 @@ def resolve_parallel(parallel, N, H):
     recurrences and its batched products (fixed row blocks): ``parallel`` itself when
     a bool; for ``None``, when there is more than one thread, the threading layer is a
     fast one (omp or tbb) and the step product is big enough: N·H·H ≥
-    :data:`PARALLEL_MIN_MACS` for a batch that splits into row blocks (N ≥
-    2·:data:`MIN_BLOCK_ROWS`), N·H·H ≥ :data:`SHARED_MIN_MACS` for a smaller one,
-    whose threads share the hidden units of each step instead."""
+    :data:`PARALLEL_MIN_MACS` for a batch that splits into row blocks
+    (:func:`recurrence_blocks`), N·H·H ≥ :data:`SHARED_MIN_MACS` for one that does not
+    (one sequence, or N prime), whose threads share the hidden units of each step."""
     if parallel is not None:
         return bool(parallel)
-    least = PARALLEL_MIN_MACS if N >= 2 * MIN_BLOCK_ROWS else SHARED_MIN_MACS
+    least = PARALLEL_MIN_MACS if _split(N) > 1 else SHARED_MIN_MACS
     if N * H * H < least:
         return False
     import numba
     return fast_regions() and numba.get_num_threads() > 1
 
 
-#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` runs a batch of fewer
-#: than 2·MIN_BLOCK_ROWS sequences in parallel, its threads sharing each step's
+#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` runs a batch that does
+#: not split into row blocks (one sequence, N prime) in parallel, its threads sharing each step's
 #: hidden-unit panels (:func:`_forward_panels`). Forward recurrence, 2 threads against
 #: one (ms, T = 1000, N = 1): H = 128 f32 0.69 → 0.89, f64 1.24 → 1.28; H = 256 f32
 #: 2.08 → 1.67, f64 4.10 → 2.80.
@@ -456,8 +456,12 @@ def recurrence_blocks(N, H, parallel):
     ~1 µs a step and made layers below N·H·H = 2^18 faster serial. Each row of the
     step product is the same BLAS dot product whatever the block's row count (checked
     on OpenBLAS and MKL, tested), so any block count gives bitwise the same results."""
-    if not resolve_parallel(parallel, N, H):
-        return 1
+    return _split(N) if resolve_parallel(parallel, N, H) else 1
+
+
+def _split(N):
+    """The most row blocks, up to Numba's thread count, that cut N sequences into equal
+    blocks of at least :data:`MIN_BLOCK_ROWS`; 1 when there is no such split."""
     import numba
     for blocks in range(min(numba.get_num_threads(), N // MIN_BLOCK_ROWS), 1, -1):
         if N % blocks == 0:
