@@ -424,11 +424,17 @@ def resolve_parallel(parallel, N, H):
     (one sequence, or N prime), whose threads share the hidden units of each step."""
     if parallel is not None:
         return bool(parallel)
-    least = PARALLEL_MIN_MACS if _split(N) > 1 else SHARED_MIN_MACS
-    if N * H * H < least:
+    if N * H * H < PARALLEL_MIN_MACS or not fast_regions() or _threads() < 2:
         return False
+    return N * H * H >= (PARALLEL_MIN_MACS if _split(N) > 1 else SHARED_MIN_MACS)
+
+
+def _threads():
+    """Numba's thread count, its threads started with a fast layer made loadable first
+    (:func:`~.threads.fast_regions`: the tbb wheel's library where there is no libgomp)."""
     import numba
-    return fast_regions() and numba.get_num_threads() > 1
+    fast_regions()
+    return numba.get_num_threads()
 
 
 #: Per-step multiply-adds (N·H·H) from which ``parallel=None`` runs a batch that does
@@ -462,8 +468,7 @@ def recurrence_blocks(N, H, parallel):
 def _split(N):
     """The most row blocks, up to Numba's thread count, that cut N sequences into equal
     blocks of at least :data:`MIN_BLOCK_ROWS`; 1 when there is no such split."""
-    import numba
-    for blocks in range(min(numba.get_num_threads(), N // MIN_BLOCK_ROWS), 1, -1):
+    for blocks in range(min(_threads(), N // MIN_BLOCK_ROWS), 1, -1):
         if N % blocks == 0:
             return blocks
     return 1
@@ -525,9 +530,9 @@ def _layout(N, H, parallel, blocks, panels):
     if blocks < 1 or N % blocks or (blocks > 1 and N // blocks < MIN_BLOCK_ROWS):
         raise ValueError(f"blocks must divide the batch N={N} into equal row blocks of "
                          f"at least {MIN_BLOCK_ROWS} rows, got {blocks}")
-    threads = _shared_workers()
-    shared = blocks == 1 and threads > 1 and resolve_parallel(parallel, N, H)
-    width = _panel_width(H, (threads if shared else 1) if panels is None else panels)
+    shared = blocks == 1 and resolve_parallel(parallel, N, H) and _shared_workers() > 1
+    width = _panel_width(H, (_shared_workers() if shared else 1) if panels is None else
+                         panels)
     if shared and width < H:
         return "shared", 1, N, width
     return (blocks > 1 if parallel is None else bool(parallel)), blocks, N // blocks, width
@@ -538,11 +543,9 @@ def _shared_workers():
     this process may use — the workers spin while they wait for each other, and with
     more than the cores (4 threads on 2) the stream forward took 6.2 ms, not 2.1."""
     import os
-
-    import numba
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
-    return max(1, min(numba.get_num_threads(), cores))
+    return max(1, min(_threads(), cores))
 
 
 def _run(kernels, shared, kernel, *args):
