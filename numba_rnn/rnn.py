@@ -98,18 +98,20 @@ class RNN:
         Rescale every W_aa to this spectral radius after ``init``.
     parallel : bool or None, default None
         Run on Numba's threads (``NUMBA_NUM_THREADS``): the recurrences in row blocks
-        of the batch, one per thread, each block through all T steps on its own (one
-        parallel region per call, no barrier per step) — or, for a batch that does not
-        split into blocks of ≥ 2 sequences (one sequence, N prime), with the threads
-        sharing each step's hidden units — and the batched products over all T·N rows
-        (input projection, weight and input gradients) in fixed row blocks. ``None``
-        decides per call: in parallel when there is more than one thread and the step
-        product is not small: N·H·H ≥ :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS`
-        (e.g. batch 8 at H = 32) with row blocks, ≥
+        of the batch (up to :data:`~numba_rnn.kernels.cpu.RECURRENCE_BLOCKS`, a thread
+        each), each block through all T steps on its own (one parallel region per
+        call, no barrier per step) — or, for a batch that does not split into blocks
+        of ≥ 2 sequences (one sequence, N prime), with the threads sharing each step's
+        hidden-unit panels — and the batched products over all T·N rows (input
+        projection, weight and input gradients) in fixed row blocks. ``None`` decides
+        per call: in parallel when there is more than one thread and the step product
+        is not small: N·H·H ≥ :data:`~numba_rnn.kernels.cpu.PARALLEL_MIN_MACS` (e.g.
+        batch 8 at H = 32) with row blocks, ≥
         :data:`~numba_rnn.kernels.cpu.SHARED_MIN_MACS` (e.g. one sequence at H = 256)
         without. BLAS is single-threaded inside, so only one thread pool is ever
         active, and Numba's OpenMP workers are kept off the calling thread's core
-        (:mod:`numba_rnn.kernels.affinity`). Results are bitwise the same for any
+        (:mod:`numba_rnn.kernels.affinity`). The blocks and panels depend on the shape
+        alone, so results are bitwise the same serial or parallel, for any
         thread count (see :mod:`numba_rnn.kernels.cpu`).
 
     Attributes

@@ -9,7 +9,7 @@ from numba_rnn.kernels import NONLINEARITIES, cpu, get_backend
 from numba_rnn.kernels.activations import activate_row, activation_grad_row
 
 from . import reference as ref
-from .panels import assert_same_bits_across_panels
+from .panels import assert_default_cut_same_bits_any_threads, assert_same_bits_across_panels
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
@@ -79,38 +79,52 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,H", [(12, 40), (16, 64), (64, 256), (1, 256), (7, 128), (5, 40)])
+def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypatch, dtype,
+                                                                        N, H, rng):
+    """The cut of a layer depends on its shape alone, so serial, parallel and
+    ``parallel=None`` on 1 or 2 threads make the same BLAS calls: states, δ, dh0 and
+    the norms are the same bits (padding included) — on OpenBLAS's step products,
+    whose rows are not computed alike wherever they fall in a call (Haswell sgemm),
+    and on whatever the default picks (MKL where loaded). Shapes: two row blocks
+    (12, 16, 64), two shared panels (1, 7), neither (5)."""
+    T = 9
+    U = rng.standard_normal((T, N, H)).astype(dtype)
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+    lengths = np.resize([9, 3, 9, 1, 5, 9, 8, 2, 9, 7, 9, 4], N)
+    A = assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)[0]
+    a, want = a0.astype(np.float64), []                              # and right
+    for t in range(T):
+        live = (t < lengths)[:, None]
+        a = np.where(live, np.tanh(U[t] + a @ W.T.astype(np.float64)), a)
+        want.append(a)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(A, want, rtol=tol, atol=tol)
+    monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)
+    monkeypatch.setattr(cpu.mkl, "load", lambda: False)
+    assert cpu._packed(W, H, N).dtype == dtype                       # OpenBLAS's panels
+    assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("panels", [2, 3])
-def test_bitwise_equal_for_any_panel_or_block_count_serial_or_parallel(dtype, panels, rng):
-    """Each hidden unit's product is one BLAS dot product whatever the panel or the
-    row block, and the norms are summed in fixed chunks: one block and one panel
-    serially, and several in parallel, give the same bits (states, δ, dh0 and norms),
-    padding included."""
+def test_any_cut_gives_the_same_numbers_up_to_rounding(dtype, panels, rng):
+    """Other cuts than the default — one block and one panel, 2 or 3 panels, 2, 3, 4 or
+    6 row blocks, serial or parallel — agree to rounding (a BLAS may round a row
+    differently where it falls in a call), padding included."""
     T, N, H = 9, 12, 40                  # 2 panels: 32 + 8 units; 3 panels: 16 + 16 + 8
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / 4).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
     lengths = np.array([9, 3, 9, 1, 5, 9, 8, 2, 9, 7, 9, 4])
+    tol = 2e-5 if dtype == np.float32 else 1e-13
     assert_same_bits_across_panels(U, W, a0, dA, lengths,
                                    ((False, 1, 1), (False, 1, panels), (True, 2, panels),
-                                    (True, 3, 1), (True, 6, panels), (False, 4, 1)))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H", [(64, 256), (16, 300), (12, 64)])
-def test_openblas_steps_bitwise_equal_for_any_block_count(monkeypatch, dtype, N, H, rng):
-    """OpenBLAS's GEMM computes each row of the step product alike whatever the row
-    count of the call: 1, 2, 3 or 4 row blocks give the same bits (MKL's packed product
-    is checked in test_mkl.py)."""
-    monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)
-    T = 7
-    U = rng.standard_normal((T, N, H)).astype(dtype)
-    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
-    a0 = rng.standard_normal((N, H)).astype(dtype)
-    dA = rng.standard_normal((T, N, H)).astype(dtype)
-    assert cpu._packed(W, H, N).dtype == dtype                       # OpenBLAS's panels
-    runs = [(False, 1, 1)] + [(True, b, 1) for b in (2, 3, 4) if N % b == 0]
-    assert_same_bits_across_panels(U, W, a0, dA, np.resize([7, 3, 7, 1, 5], N), runs)
+                                    (True, 3, 1), (True, 6, panels), (False, 4, 1),
+                                    (None, None, None)), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("workers", [1, 3, 7])
@@ -204,29 +218,38 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     import numba
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     monkeypatch.setattr(cpu, "fast_regions", lambda: True)
-    assert cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_blocks(16, 64, None) == 2
+    assert cpu.resolve_parallel(None, 16, 64) and cpu.recurrence_blocks(16, 64) == 2
     assert not cpu.resolve_parallel(None, 4, 16)                    # too small a step
     assert not cpu.resolve_parallel(None, 1, 128)                   # 2^14 < SHARED_MIN_MACS
     assert cpu.resolve_parallel(None, 1, 256) and cpu.resolve_parallel(None, 3, 1024)
     assert not cpu.resolve_parallel(None, 7, 64)          # 7 has no blocks: shared-panel bar
     assert cpu.resolve_parallel(None, 8, 64)              # 8 = 2 blocks of 4: the block bar
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert cpu._shared_workers() == 2
+    assert cpu._shared_workers() == 2 and cpu._shared_workers(1) == 1
     assert cpu._layout(1, 256, None, None, None) == ("shared", 1, 1, 128)  # panels shared
     assert cpu._layout(3, 1024, None, None, 3) == ("shared", 1, 3, 352)
-    assert cpu._layout(7, 64, True, None, None) == ("shared", 1, 7, 32)    # 7: no blocks
+    assert cpu._layout(7, 128, True, None, None) == ("shared", 1, 7, 64)   # 7: no blocks
+    assert cpu._layout(7, 64, True, None, None) == (True, 1, 7, 64)   # below the panel bar
     assert cpu._layout(1, 16, True, None, None) == (True, 1, 1, 16)   # one panel: nothing
     assert cpu._layout(16, 64, None, None, None) == (True, 2, 8, 64)     # row blocks
-    assert cpu._layout(16, 64, False, None, 2) == (False, 1, 16, 32)
-    assert cpu.recurrence_blocks(4, 1024, None) == 2
+    assert cpu._layout(16, 64, False, None, 2) == (False, 2, 8, 32)  # the same cut, serial
+    assert cpu._layout(16, 64, False, 1, 2) == (False, 1, 16, 32)
+    assert cpu._layout(1, 256, False, None, None) == (False, 1, 1, 128)  # serial, 2 panels
+    assert cpu.recurrence_blocks(4, 1024) == 2
+    assert cpu.recurrence_blocks(8, 16) == 1                        # 2^11: one block
     assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
-    assert cpu.recurrence_blocks(1, 4, True) == 1                   # never a 1-row block
-    assert cpu.recurrence_blocks(7, 64, True) == 1                  # 7 has no equal split
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 4)
+    assert cpu.recurrence_blocks(1, 4) == 1                         # never a 1-row block
+    assert cpu.recurrence_blocks(7, 64) == 1                        # 7 has no equal split
+    cuts = {}
+    for threads in (1, 2, 4, 16):                # the cut never depends on the threads
+        monkeypatch.setattr(numba, "get_num_threads", lambda threads=threads: threads)
+        cuts[threads] = [cpu._layout(N, H, p, None, None)[1:]
+                         for N, H in ((16, 64), (12, 40), (1, 256), (7, 128), (6, 64))
+                         for p in (None, True, False)]
+        assert cpu.recurrence_blocks(12, 64) == 2 and cpu.recurrence_blocks(6, 64) == 2
+        assert cpu.recurrence_blocks(9, 64) == 1                    # 9 = 3 blocks: too many
+    assert cuts[1] == cuts[2] == cuts[4] == cuts[16]
     assert cpu._shared_workers() == 2           # no more spinning workers than cores
-    assert cpu.recurrence_blocks(12, 64, None) == 4
-    assert cpu.recurrence_blocks(6, 64, None) == 3                  # 6 = 3 blocks of 2
-    assert cpu.recurrence_blocks(10, 64, None) == 2                 # 4 does not divide 10
     for N, blocks in ((10, 3), (4, 4), (4, 0)):
         with pytest.raises(ValueError, match=f"blocks must divide the batch N={N}"):
             cpu.recurrence_forward(np.zeros((2, N, 4)), np.zeros((4, 4)), np.zeros((N, 4)),

@@ -8,22 +8,27 @@ projection and the weight, bias and input gradients) is one matrix product over 
 T·N rows, a BLAS call per row block from a Numba kernel.
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
-from the same source (``prange`` is ``range`` when ``parallel=False``). The parallel
-variant cuts the batch into **row blocks** (:func:`recurrence_blocks`, one per thread)
-and runs each block through all T steps on its own thread: sequences never depend on
-one another, so there is one parallel region per call and no barrier between steps.
-(An earlier version cut the hidden units into one panel per thread, with a parallel
-region per step: ~1 µs a step of region and barrier, which kept layers below N·H·H =
-2^18 on one core. The tiny shape's forward recurrence takes 0.27 ms in two row blocks,
-0.40 ms serially and 0.80 ms in per-step panels.) Within a block the step product can
-still be cut into hidden-unit **panels** (contiguous ranges of :data:`PANEL_ALIGN`-
-multiple width, one BLAS call each, a GEMV for a single sequence; one panel by
-default). A batch too small for row blocks (a single sequence) shares each step's
-panels among the threads instead (:func:`_forward_panels`, :func:`_backward_panels`:
-tasks handed over through atomic counters, no region per step). Each row's product
-is the same BLAS dot product whatever block or panel holds it, and the backward sums
-its norms in an order fixed by the unit index, so any block or panel count, serial or
-parallel, gives bitwise the same numbers.
+from the same source (``prange`` is ``range`` when ``parallel=False``). A layer whose
+step product is big enough is cut into **row blocks** of the batch
+(:func:`recurrence_blocks`, up to :data:`RECURRENCE_BLOCKS`), each run through all T
+steps on its own — on a thread of its own in the parallel variant: sequences never
+depend on one another, so there is one parallel region per call and no barrier
+between steps. (An earlier version cut the hidden units into one panel per thread,
+with a parallel region per step: ~1 µs a step of region and barrier, which kept layers
+below N·H·H = 2^18 on one core. The tiny shape's forward recurrence takes 0.27 ms in
+two row blocks, 0.40 ms serially and 0.80 ms in per-step panels.) Within a block the
+step product can still be cut into hidden-unit **panels** (contiguous ranges of
+:data:`PANEL_ALIGN`-multiple width, one BLAS call each, a GEMV for a single
+sequence). A batch that does not split into blocks (a single sequence) is cut into
+:data:`SHARED_PANELS` panels, which the threads share step by step
+(:func:`_forward_panels`, :func:`_backward_panels`: tasks handed over through atomic
+counters, no region per step).
+
+How a layer is cut depends on its shape alone, never on the thread count or on
+``parallel`` (:func:`_layout`): a BLAS may compute a row differently depending on where
+it falls in a call (OpenBLAS's Haswell sgemm does), so serial and parallel runs make
+the same calls, and the backward sums its norms in an order fixed by the unit index —
+bitwise the same numbers on one thread or many.
 
 Forward and backward are written as mirrors, line for line::
 
@@ -401,9 +406,9 @@ def _lengths_or_full(lengths, T, N):
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
-#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` (the default: auto) runs
-#: a layer on Numba's threads, when its batch can be cut into row blocks
-#: (:func:`recurrence_blocks`). Measured on 2 cores, a model with D = H and T = 100,
+#: Per-step multiply-adds (N·H·H) from which a layer's recurrence is cut into row
+#: blocks (:func:`recurrence_blocks`) and ``parallel=None`` (the default: auto) runs it
+#: on Numba's threads. Measured on 2 cores, a model with D = H and T = 100,
 #: parallel ÷ serial time, forward / train step (f32; f64), ±0.1 run to run: N=4 H=16
 #: (2^10) 1.09/1.03; 1.14/1.27, N=8 H=16 (2^11) 1.17/1.28; 1.03/1.12, N=4 H=32 (2^12)
 #: 1.12/1.19; 1.00/1.01, N=16 H=16 (2^12) 0.90/1.05; 0.89/1.02, N=8 H=32 (2^13)
@@ -418,15 +423,18 @@ def resolve_parallel(parallel, N, H):
     """Whether a layer with batch N and H hidden units runs on Numba's threads — its
     recurrences and its batched products (fixed row blocks): ``parallel`` itself when
     a bool; for ``None``, when there is more than one thread, the threading layer is a
-    fast one (omp or tbb) and the step product is big enough: N·H·H ≥
-    :data:`PARALLEL_MIN_MACS` for a batch that splits into row blocks
-    (:func:`recurrence_blocks`), N·H·H ≥ :data:`SHARED_MIN_MACS` for one that does not
-    (one sequence, or N prime), whose threads share the hidden units of each step."""
+    fast one (omp or tbb) and the layout has work for two threads: row blocks
+    (:func:`recurrence_blocks`, N·H·H ≥ :data:`PARALLEL_MIN_MACS`), or shared
+    hidden-unit panels (:func:`default_panels`, N·H·H ≥ :data:`SHARED_MIN_MACS`, a
+    batch that does not split: one sequence, or N prime).
+
+    This decides only *where* the blocks and panels run, never how the layer is cut:
+    the numbers are the same either way."""
     if parallel is not None:
         return bool(parallel)
     if N * H * H < PARALLEL_MIN_MACS or not fast_regions() or _threads() < 2:
         return False
-    return N * H * H >= (PARALLEL_MIN_MACS if _split(N) > 1 else SHARED_MIN_MACS)
+    return recurrence_blocks(N, H) > 1 or default_panels(N, H) > 1
 
 
 def _threads():
@@ -437,38 +445,57 @@ def _threads():
     return numba.get_num_threads()
 
 
-#: Per-step multiply-adds (N·H·H) from which ``parallel=None`` runs a batch that does
-#: not split into row blocks (one sequence, N prime) in parallel, its threads sharing each step's
-#: hidden-unit panels (:func:`_forward_panels`). Forward recurrence, 2 threads against
-#: one (ms, T = 1000, N = 1): H = 128 f32 0.69 → 0.89, f64 1.24 → 1.28; H = 256 f32
-#: 2.08 → 1.67, f64 4.10 → 2.80.
+#: Per-step multiply-adds (N·H·H) from which a batch that does not split into row
+#: blocks (one sequence, N prime) has its step cut into :data:`SHARED_PANELS`
+#: hidden-unit panels, which ``parallel=None`` runs on that many threads sharing each
+#: step (:func:`_forward_panels`). Forward recurrence, 2 threads against one (ms, T =
+#: 1000, N = 1): H = 128 f32 0.69 → 0.89, f64 1.24 → 1.28; H = 256 f32 2.08 → 1.67, f64
+#: 4.10 → 2.80.
 SHARED_MIN_MACS = 1 << 16
 
 
-#: Fewest sequences in a row block of a parallel recurrence: one row would take the
-#: matrix-vector product, whose sums are not the GEMM's, and the bits would depend on
-#: the block count.
+#: Fewest sequences in a row block of a recurrence: one row would take the
+#: matrix-vector product instead of the GEMM.
 MIN_BLOCK_ROWS = 2
 
+#: Most row blocks a recurrence is cut into, and the hidden-unit panels of a shared
+#: step: constants, never the thread count. A BLAS computes a row of a product
+#: differently depending on where the row falls in its call: OpenBLAS's Haswell sgemm
+#: (an AMD EPYC here) gives row 0 of a 1-, a 2–3- and a ≥ 4-row call three different
+#: last bits, and dgemm a lone last row its own. So the layer is cut the same way
+#: whether its blocks run one after another or on several threads — the same BLAS
+#: calls, the same bits for any ``parallel`` setting and any thread count. Two suits
+#: the 2-core machines this is tuned on; more threads than blocks sit out the
+#: recurrence (the batched products still use up to :data:`PRODUCT_BLOCKS`).
+RECURRENCE_BLOCKS = SHARED_PANELS = 2
 
-def recurrence_blocks(N, H, parallel):
-    """How many row blocks (of N / blocks sequences each) a recurrence runs, one per
-    Numba thread: the most blocks, up to the thread count, that divide N into blocks
-    of at least :data:`MIN_BLOCK_ROWS` rows; one when serial (``parallel``: see
-    :func:`resolve_parallel`) or when no such split exists (N prime, say).
 
-    Each block runs its sequences through all T steps with no synchronisation — unlike
-    the per-step parallel region over hidden-unit panels this replaces, which cost
-    ~1 µs a step and made layers below N·H·H = 2^18 faster serial. Each row of the
-    step product is the same BLAS dot product whatever the block's row count (checked
-    on OpenBLAS and MKL, tested), so any block count gives bitwise the same results."""
-    return _split(N) if resolve_parallel(parallel, N, H) else 1
+def recurrence_blocks(N, H):
+    """Row blocks (of N / blocks sequences each) that a layer's recurrence is cut into:
+    the most, up to :data:`RECURRENCE_BLOCKS`, that divide N into blocks of at least
+    :data:`MIN_BLOCK_ROWS` rows when N·H·H ≥ :data:`PARALLEL_MIN_MACS`; 1 below that or
+    when there is no such split (N prime, say).
+
+    Each block runs its sequences through all T steps with no synchronisation, one
+    thread a block in parallel (one region per call, no barrier per step — the
+    per-step region over hidden-unit panels this replaced cost ~1 µs a step and kept
+    layers below N·H·H = 2^18 on one core), one after another serially: the same
+    BLAS calls either way."""
+    return _split(N) if N * H * H >= PARALLEL_MIN_MACS else 1
+
+
+def default_panels(N, H):
+    """Hidden-unit panels of each step when none are asked for: :data:`SHARED_PANELS`
+    for a batch that does not split into row blocks (:func:`recurrence_blocks`) with
+    N·H·H ≥ :data:`SHARED_MIN_MACS` — threads can share its steps — else 1."""
+    return SHARED_PANELS if recurrence_blocks(N, H) == 1 and N * H * H >= SHARED_MIN_MACS \
+        else 1
 
 
 def _split(N):
-    """The most row blocks, up to Numba's thread count, that cut N sequences into equal
-    blocks of at least :data:`MIN_BLOCK_ROWS`; 1 when there is no such split."""
-    for blocks in range(min(_threads(), N // MIN_BLOCK_ROWS), 1, -1):
+    """The most row blocks, up to :data:`RECURRENCE_BLOCKS`, that cut N sequences into
+    equal blocks of at least :data:`MIN_BLOCK_ROWS`; 1 when there is no such split."""
+    for blocks in range(min(RECURRENCE_BLOCKS, N // MIN_BLOCK_ROWS), 1, -1):
         if N % blocks == 0:
             return blocks
     return 1
@@ -519,42 +546,50 @@ def _packed(M, width, N, rows=None):
 def _layout(N, H, parallel, blocks, panels):
     """How a recurrence call runs: ``(kernel, blocks, rows, width)``.
 
-    ``kernel`` is ``"shared"`` when the threads share each step's panels
-    (:func:`_forward_panels`: a parallel layer whose batch does not split into row
-    blocks, with at least two panels), else whether the ``prange`` variant of the
-    row-block kernel runs (for ``parallel=True``, or for ``None`` whenever there is
-    more than one block). ``blocks``: row blocks (default :func:`recurrence_blocks`);
-    ``rows`` per block; ``width`` of the panels (``panels`` default: one per thread
-    when shared, else 1)."""
-    blocks = recurrence_blocks(N, H, parallel) if blocks is None else int(blocks)
+    The cut — ``blocks`` row blocks of ``rows`` sequences (default
+    :func:`recurrence_blocks`), hidden-unit panels of ``width`` (``panels`` default
+    :func:`default_panels`) — depends on the shape alone (and on ``blocks`` and
+    ``panels`` when given), never on ``parallel`` or the thread count, so every run of
+    a layer makes the same BLAS calls. ``kernel`` says where they run: ``"shared"``
+    when the threads share each step's panels (:func:`_forward_panels`: a parallel
+    layer of one row block and several panels, with two or more threads and cores),
+    else whether the ``prange`` variant of the row-block kernel runs
+    (:func:`resolve_parallel`)."""
+    blocks = recurrence_blocks(N, H) if blocks is None else int(blocks)
     if blocks < 1 or N % blocks or (blocks > 1 and N // blocks < MIN_BLOCK_ROWS):
         raise ValueError(f"blocks must divide the batch N={N} into equal row blocks of "
                          f"at least {MIN_BLOCK_ROWS} rows, got {blocks}")
-    shared = blocks == 1 and resolve_parallel(parallel, N, H) and _shared_workers() > 1
-    width = _panel_width(H, (_shared_workers() if shared else 1) if panels is None else
-                         panels)
-    if shared and width < H:
-        return "shared", 1, N, width
-    return (blocks > 1 if parallel is None else bool(parallel)), blocks, N // blocks, width
+    if panels is None:
+        panels = default_panels(N, H) if blocks == 1 else 1
+    width = _panel_width(H, panels)
+    kernel = resolve_parallel(parallel, N, H)
+    if kernel and blocks == 1 and width < H and _shared_workers() > 1:
+        kernel = "shared"
+    return kernel, blocks, N // blocks, width
 
 
-def _shared_workers():
+def _shared_workers(panels=None):
     """Threads that share a step's panels: Numba's thread count, at most one per core
     this process may use — the workers spin while they wait for each other, and with
-    more than the cores (4 threads on 2) the stream forward took 6.2 ms, not 2.1."""
+    more than the cores (4 threads on 2) the stream forward took 6.2 ms, not 2.1 —
+    and at most one per panel when ``panels`` is given."""
     import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
-    return max(1, min(_threads(), cores))
+    return max(1, min(_threads(), cores, panels or cores))
 
 
 def _run(kernels, shared, kernel, *args):
     """Call the recurrence ``kernel`` chose by :func:`_layout`: the panel-shared one
-    with :func:`_shared_workers` workers and fresh counters, else the serial or
-    ``prange`` row-block variant; BLAS single-threaded inside any parallel one."""
-    with blas_single_threaded() if kernel else contextlib.nullcontext():
+    with :func:`_shared_workers` workers (one per panel at most; ``args[-1]`` is the
+    (blocks, panels, rows, width) scratch) and fresh counters, else the serial or
+    ``prange`` row-block variant. BLAS runs single-threaded inside either: a threaded
+    GEMM splits a call among its threads by their count, and OpenBLAS's Haswell sgemm
+    then rounds some rows differently (a serial 64×256·256×256 step differed in the last
+    bit from the same block on one BLAS thread)."""
+    with blas_single_threaded():
         if kernel == "shared":
-            return shared(*args, _shared_workers(),
+            return shared(*args, _shared_workers(args[-1].shape[1]),
                           np.zeros(2 * COUNTER_STRIDE, dtype=np.int64))
         return kernels[kernel](*args)
 
@@ -566,7 +601,9 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     ``U`` (T, N, H) and ``W_aa`` (H, H) share one float dtype; ``a0`` is (N, H);
     ``lengths`` (N,) valid steps per sequence (None: all T); ``blocks`` row blocks of
     the batch (default :func:`recurrence_blocks`), ``panels`` hidden-unit panels of
-    the step product (default 1). With ``overwrite_U`` the states are written over
+    the step product (default :func:`default_panels`): other cuts than the default
+    give the same numbers up to rounding (the same bits on BLAS kernels that compute
+    a row alike wherever it falls in a call, as MKL's AVX-512 paths do). With ``overwrite_U`` the states are written over
     ``U`` (each a<t> element replaces the U<t> element it is computed from), saving
     one activation-sized array.
     """
