@@ -603,9 +603,9 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     the batch (default :func:`recurrence_blocks`), ``panels`` hidden-unit panels of
     the step product (default :func:`default_panels`): other cuts than the default
     give the same numbers up to rounding (the same bits on BLAS kernels that compute
-    a row alike wherever it falls in a call, as MKL's AVX-512 paths do). With ``overwrite_U`` the states are written over
-    ``U`` (each a<t> element replaces the U<t> element it is computed from), saving
-    one activation-sized array.
+    a row alike wherever it falls in a call, as MKL's AVX-512 paths do). With
+    ``overwrite_U`` the states are written over ``U`` (each a<t> element replaces the
+    U<t> element it is computed from), saving one activation-sized array.
     """
     T, N, H = U.shape
     A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
