@@ -14,7 +14,8 @@ from numba_rnn.kernels import cpu, mkl
 from numba_rnn.kernels.mkl import gemm, packed_product
 
 from . import reference as ref
-from .panels import assert_same_bits_across_panels
+from .panels import (assert_default_cut_same_bits_any_threads, assert_same_bits_across_panels,
+                     run_layer)
 
 
 def _mkl_installed():
@@ -128,7 +129,7 @@ def test_gemm_reads_c_and_f_operands(dtype, ta, tb, rng):
 @pytest.fixture
 def mkl_steps(monkeypatch):
     """Step products on MKL's packed GEMM at every size (N > 1)."""
-    monkeypatch.setattr(cpu, "MKL_MIN_MACS", 0)
+    monkeypatch.setattr(cpu, "MKL_MIN_MACS", {np.dtype(np.float32): 0, np.dtype(np.float64): 0})
 
 
 @needs_packed
@@ -159,19 +160,53 @@ def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, blocks
 @needs_packed
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,H", [(8, 40), (64, 256), (16, 300), (64, 1024)])
-def test_mkl_recurrences_bitwise_equal_for_any_panel_or_block_count(mkl_steps, dtype, N, H,
-                                                                    rng):
-    """As with OpenBLAS: one panel and one block serially, and 2 or 3 panels or 2 or 4
-    row blocks in parallel, give the same bits (on MKL's AVX-512 paths; its AVX2 path
-    fails this for panels at H ≥ 256, so there the steps stay on OpenBLAS)."""
+def test_mkl_recurrences_bitwise_for_any_thread_count_and_close_across_cuts(
+        mkl_steps, dtype, N, H, rng):
+    """On MKL's packed product: the default cut the same bits serial, parallel and
+    auto on 1 and 2 threads; other cuts (panels, row blocks) equal to rounding."""
     T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
-    assert_same_bits_across_panels(U, W, a0, dA, np.resize([9, 3, 9, 1, 5, 9, 8], N),
+    lengths = np.resize([9, 3, 9, 1, 5, 9, 8], N)
+    assert cpu._packed(W, 16, N).dtype == np.uint8
+    assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    assert_same_bits_across_panels(U, W, a0, dA, lengths,
                                    ((False, 1, 1), (True, 1, 2), (True, 1, 3), (True, 2, 1),
-                                    (True, 4, 2)))
+                                    (True, 4, 2)), rtol=tol, atol=tol)
+
+
+@needs_packed
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,H", [(2, 40), (6, 24)])
+def test_mkl_recurrences_do_not_depend_on_the_callers_alignment(mkl_steps, dtype, N, H, rng):
+    """MKL can round a product by its operands' alignment (a 2×40·48 packed product
+    called on its own, branch 2), so the step products read and write only arrays of
+    ours that start on cache lines: every A, δ and dh0 does, and inputs at any offset
+    from a cache line give the same bits. (Through the recurrences no offset changed a
+    bit here even with our arrays misaligned on purpose: the alignment is insurance.)"""
+    T = 6
+    item = np.dtype(dtype).itemsize
+
+    def at(a, offset):                           # a copy of ``a`` starting ``offset`` past a line
+        raw = np.empty(a.nbytes + 128, np.uint8)
+        start = (-raw.ctypes.data) % 64 + offset
+        out = raw[start:start + a.nbytes].view(dtype).reshape(a.shape)
+        out[...] = a
+        return out
+    U = rng.standard_normal((T, N, H)).astype(dtype)
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+    dA = rng.standard_normal((T, N, H)).astype(dtype)
+    outs = [run_layer(at(U, o), at(W, o), at(a0, o), at(dA, o), None, False, None, None)
+            for o in range(0, 64, item)]
+    for other in outs[1:]:
+        for x, y in zip(outs[0], other, strict=True):
+            np.testing.assert_array_equal(x, y)
+    for out in outs:                             # A, δ and dh0: ours, on cache lines
+        assert all(x.ctypes.data % mkl.ALIGN == 0 for x in out[:3])
 
 
 @needs_mkl
@@ -193,14 +228,6 @@ def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(dtype, H, rng):
         want.append(a)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(A[:, 0], want, rtol=tol, atol=tol)
-
-
-def test_steps_stay_on_openblas_off_the_checked_code_paths(mkl_steps, monkeypatch, rng):
-    """On a code path not checked for panel-width invariance (AVX2: branch 10) the step
-    products use OpenBLAS's panels."""
-    monkeypatch.setattr(mkl, "branch", lambda: 10)
-    assert not mkl.packed_steps()
-    assert cpu._packed(rng.standard_normal((256, 256)), 128, 64).dtype == np.float64
 
 
 @needs_mkl
@@ -232,11 +259,13 @@ def test_mkl_and_openblas_agree(mkl_steps, monkeypatch, dtype, rng):
 
 
 def test_small_steps_stay_on_openblas(rng):
-    """Below MKL_MIN_MACS the panels are OpenBLAS's."""
+    """Below MKL_MIN_MACS of the dtype the panels are OpenBLAS's."""
     W = rng.standard_normal((64, 64))
     assert cpu._packed(W, 64, 16).dtype == np.float64          # 16·64·64 = 2^16 < 2^17
+    assert cpu._packed(W[:16, :16].astype(np.float32), 16, 16).dtype == np.float32  # 2^12
     if mkl.packed_steps():
         assert cpu._packed(rng.standard_normal((128, 128)), 128, 16).dtype == np.uint8
+        assert cpu._packed(W.astype(np.float32), 64, 16).dtype == np.uint8   # f32: 2^14
 
 
 def test_openblas_when_asked_for():

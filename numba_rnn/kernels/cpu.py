@@ -56,7 +56,7 @@ from numba.extending import overload
 from . import mkl
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
-from .mkl import packed_product
+from .mkl import aligned_empty, packed_product
 from .affinity import pinned
 from .threads import blas_single_threaded, fast_regions, parallel_guard
 
@@ -400,6 +400,14 @@ _backward_panels_kernel = _compile(_backward_panels, True)
 COUNTER_STRIDE = 8
 
 
+def _aligned_copy(a, dtype):
+    """A C-contiguous copy of ``a`` in ``dtype`` that starts on a cache line
+    (:func:`~.mkl.aligned_empty`: MKL's products can round by alignment)."""
+    out = aligned_empty(np.shape(a), dtype)
+    out[...] = a
+    return out
+
+
 def _lengths_or_full(lengths, T, N):
     if lengths is None:
         return np.full(N, T, dtype=np.int64)
@@ -516,12 +524,17 @@ def _panel_width(H, panels):
 
 
 #: Per-step multiply-adds (N·H·H, N the whole batch) from which the step products use
-#: MKL's packed GEMM (where MKL is loaded). Per product, MKL packed ÷ OpenBLAS time
-#: (f32 / f64): N=16 H=64 1.00/0.89, N=16 H=128 0.73/0.69, N=16 H=256 0.46/0.58, N=64
-#: H=1024 (half panel) 0.67; the tiny-shape backward was ~5 % slower with MKL (its
-#: packing costs ~15 µs per call through ctypes), so below this the products stay on
-#: OpenBLAS.
-MKL_MIN_MACS = 1 << 17
+#: MKL's packed GEMM (where MKL is loaded), by dtype. Per product, MKL packed ÷
+#: OpenBLAS time (f32 / f64), 2-core Xeon (MKL's AVX-512 path): N=16 H=64 1.00/0.89,
+#: N=16 H=128 0.73/0.69, N=16 H=256 0.46/0.58, N=64 H=1024 (half panel) 0.67, and the
+#: tiny-shape backward ~5 % slower with MKL (its packing costs ~15 µs per call through
+#: ctypes). 2-core AMD EPYC (MKL's branch 2, one row block of 8 or 32 rows): f32 8×64·64
+#: 0.42, 32×256·256 0.49, 32×1024·1024 0.89; f64 8×64·64 0.90, 32×256·256 1.0,
+#: 64×1024·512 1.11; whole recurrences (fwd / bwd, two blocks) f32 N=4 H=64 0.75/0.84,
+#: N=16 H=64 0.93/0.84, N=16 H=128 0.67/0.65, N=64 H=256 0.70/0.72; f64 N=16 H=64
+#: 1.24/1.22, N=16 H=128 1.06/1.25, N=64 H=256 1.02/1.01. Below these the products stay
+#: on OpenBLAS.
+MKL_MIN_MACS = {np.dtype(np.float32): 1 << 14, np.dtype(np.float64): 1 << 17}
 
 
 def _packed(M, width, N, rows=None):
@@ -529,7 +542,8 @@ def _packed(M, width, N, rows=None):
     in a layer of batch ``N`` — for MKL (:func:`mkl.pack_panels`): one sequence when
     MKL is loaded (its matrix-vector product: f64 stream step 3.3 µs against
     OpenBLAS's 4.7), more when MKL's packed product is in use
-    (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` — else for OpenBLAS
+    (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` of its dtype — else for
+    OpenBLAS
     (:func:`pack_panels`). Which BLAS depends on N only, never on the row blocks, so
     serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
@@ -538,7 +552,8 @@ def _packed(M, width, N, rows=None):
         raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
         pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
         return raw
-    if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS and mkl.packed_steps():
+    if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
+            mkl.packed_steps():
         return mkl.pack_panels(M, width, rows)
     return pack_panels(M, width, N == 1)
 
@@ -608,13 +623,13 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     U<t> element it is computed from), saving one activation-sized array.
     """
     T, N, H = U.shape
-    A = U if overwrite_U else np.empty(U.shape, dtype=U.dtype)
-    a0 = np.array(a0, dtype=U.dtype, order="C", copy=True)
+    A = U if overwrite_U else aligned_empty(U.shape, U.dtype)
+    a0 = _aligned_copy(a0, U.dtype)
     kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa.T, width, N, rows)                          # panels of W_aaᵀ
     _run(_forward_kernels, _forward_panels_kernel, kernel, U, Wp, a0,
          _lengths_or_full(lengths, T, N), kind, bool(reverse), A,
-         np.empty((blocks, Wp.shape[0], rows, width), U.dtype))
+         aligned_empty((blocks, Wp.shape[0], rows, width), U.dtype))
     return A
 
 
@@ -627,11 +642,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     per-sample hidden-gradient norms ‖∂L/∂a<t>‖ (T, N).
     """
     T, N, H = A.shape
-    delta = np.empty_like(A)
-    if dh_n is None:
-        carry = np.zeros((N, H), dtype=A.dtype)
-    else:
-        carry = np.array(dh_n, dtype=A.dtype, order="C", copy=True)
+    delta = aligned_empty(A.shape, A.dtype)
+    carry = _aligned_copy(np.zeros((N, H), A.dtype) if dh_n is None else dh_n, A.dtype)
     kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa, width, N, rows)                            # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
@@ -640,7 +652,7 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     squares = np.zeros((N, chunks * PANEL_ALIGN), dtype=A.dtype)
     dh0 = _run(_backward_kernels, _backward_panels_kernel, kernel, dA, A, Wp, carry,
                _lengths_or_full(lengths, T, N), kind, bool(reverse), delta, norms, partial,
-               squares, np.empty((blocks, Wp.shape[0], rows, width), A.dtype))
+               squares, aligned_empty((blocks, Wp.shape[0], rows, width), A.dtype))
     return delta, dh0, norms
 
 
@@ -731,7 +743,7 @@ def _blocks(M, most):
 
 def _matmul(a, b, bias=None, parallel=False):
     """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
-    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    out = aligned_empty((a.shape[0], b.shape[1]), a.dtype)
     no_bias = np.empty(0, dtype=a.dtype)
     _product_kernel(_gemm_rows, parallel)(a, b, no_bias if bias is None else bias,
                                        _blocks(a.shape[0], PRODUCT_BLOCKS), out)
@@ -741,8 +753,8 @@ def _matmul(a, b, bias=None, parallel=False):
 def _matmul_tn(a, b, parallel=False):
     """``aᵀ·b`` for a (M, H), b (M, K): a sum over the M rows, in row blocks."""
     blocks = _blocks(a.shape[0], SUM_BLOCKS)
-    out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
-    partial = np.empty((blocks, a.shape[1], b.shape[1]), dtype=a.dtype)
+    out = aligned_empty((a.shape[1], b.shape[1]), a.dtype)
+    partial = aligned_empty((blocks, a.shape[1], b.shape[1]), a.dtype)
     _product_kernel(_gemm_tn, parallel)(a, b, blocks, partial, out)
     return out
 

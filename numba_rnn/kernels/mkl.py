@@ -20,14 +20,21 @@ product        OpenBLAS      MKL ``?gemm``   MKL packed
 
 So a recurrence with more than one sequence (N > 1) packs each panel of its weights
 once per call here and multiplies by the packed panels inside the Numba kernel; a
-single sequence keeps OpenBLAS's matrix-vector product. On MKL's AVX-512 code paths
-(CBWR branches 12 and 14) each output element of the packed product is the same dot
-product whatever the panel's width — checked for H up to 1024, float32 and float64, at
-every operand alignment — so results are bitwise the same for any panel count, as with
-OpenBLAS. Its AVX2 path (``MKL_ENABLE_INSTRUCTIONS=AVX2``, and AMD CPUs) is not: at
-H ≥ 256 some panel widths change the last bit. There the step products stay on
-OpenBLAS (:func:`packed_steps`) and only the batched products use MKL, whose fixed row
-blocks are the same serial or parallel.
+single sequence takes MKL's matrix-vector product on row panels. On the 2-core AMD
+EPYC (MKL's code path there: CBWR branch 2), one core, µs per step product (f32):
+16×64·64 2.2 packed against OpenBLAS's 4.1, 32×256·256 54 against 111, 64×1024·512 888
+against 1103; f64 at parity.
+
+Determinism. The cut of a recurrence into row blocks and panels is fixed by its shape
+(:mod:`.cpu`), so serial and parallel runs make the same calls. What is left is the
+operands' alignment: on branch 2 a packed product called on its own changed its last
+bit with where ``a`` and ``out`` start (2×40·48; not 32×256·256 or 7×300·160, and no
+recurrence showed it even with its arrays misaligned on purpose), as MKL documents for
+any path outside its CNR mode. Every array the products read or write is therefore ours and
+starts on a cache line (:func:`aligned_empty`: the states, δ, the carried state and
+the scratch), so every run of a layer hands MKL the same alignments — and the user's
+arrays never enter a step product (short of passing one's own ``U`` to
+:func:`~.cpu.recurrence_forward` with ``overwrite_U``).
 
 MKL comes from the ``mkl`` wheel (a dependency on Linux x86-64), loaded from
 ``<prefix>/lib`` with its sequential threading layer: the parallelism is our own
@@ -125,21 +132,17 @@ def load():
     return False
 
 
-#: MKL code paths (``MKL_CBWR_Get_Auto_Branch``) on which the packed product was checked
-#: to be bitwise independent of the panel width: AVX-512 (12) and AVX-512 E1 (14).
-INVARIANT_BRANCHES = (12, 14)
-
-
 def branch():
-    """MKL's code path (its CBWR branch number: 10 AVX2, 12 AVX-512, 14 AVX-512 E1), or
-    None when MKL is not loaded."""
+    """MKL's code path (its CBWR branch number: 2 on AMD's CPUs here, 10 AVX2, 12
+    AVX-512, 14 AVX-512 E1), or None when MKL is not loaded."""
     return int(_lib.MKL_CBWR_Get_Auto_Branch()) if load() else None
 
 
 def packed_steps():
-    """True when the recurrences' step products use MKL's packed GEMM: MKL is loaded and
-    its code path is one where the result does not depend on the panel width."""
-    return load() and branch() in INVARIANT_BRANCHES
+    """True when the recurrences' step products of N > 1 may use MKL's packed GEMM:
+    MKL is loaded (on any of its code paths: the cut and the operands' alignment are
+    fixed, see the module's docstring)."""
+    return load()
 
 
 def status():
@@ -206,9 +209,21 @@ def aligned_panels(panels, nbytes):
     """Zeroed (panels, nbytes rounded up to :data:`ALIGN`) uint8 array whose rows
     start on cache lines: the buffers :func:`packed_product` reads."""
     nbytes = -(-nbytes // ALIGN) * ALIGN
-    raw = np.zeros(panels * nbytes + ALIGN, dtype=np.uint8)
+    out = aligned_empty((panels, nbytes), np.uint8)
+    out[...] = 0
+    return out
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array that starts on a cache line (:data:`ALIGN`
+    bytes), like ``np.empty``: MKL may round a product differently for operands that
+    start elsewhere, so every array a step product reads or writes comes from here."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGN
-    return raw[start:start + panels * nbytes].reshape(panels, nbytes)
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 # --- the product inside Numba kernels ------------------------------------------------
