@@ -276,9 +276,9 @@ def blas_name():
     from .kernels import mkl
     used, where = mkl.status()
     if used:
-        steps = "packed steps" if mkl.packed_steps() else \
-            f"steps on OpenBLAS: MKL branch {mkl.branch()}"
-        return f"MKL {mkl.version()} ({steps})"
+        batched = "batched products too" if mkl.batched_products() else \
+            f"batched products on OpenBLAS: MKL branch {mkl.branch()}"
+        return f"MKL {mkl.version()} (packed steps; {batched})"
     return f"OpenBLAS via SciPy (MKL off: {where})"
 
 

@@ -285,3 +285,15 @@ def test_openblas_when_asked_for():
     assert res.returncode == 0, res.stderr
     assert "(False, 'NUMBA_RNN_BLAS=openblas')" in res.stdout
     assert "OpenBLAS via SciPy" in res.stdout and res.stdout.strip().endswith("True")
+
+
+@needs_mkl
+def test_batched_products_on_openblas_on_mkls_compatible_path(monkeypatch):
+    """MKL's plain ?gemm was slower than OpenBLAS on its compatible code path (AMD's
+    CPUs: branch 2): there the batched products compile for OpenBLAS, elsewhere for MKL;
+    the packed steps stay on MKL either way."""
+    for branch, engine in ((2, "_serial"), (10, "_serial_mkl"), (14, "_serial_mkl")):
+        monkeypatch.setattr(mkl, "branch", lambda branch=branch: branch)
+        assert mkl.batched_products() == (branch != 2) and mkl.packed_steps()
+        assert cpu._product_kernel(cpu._gemm_rows, False).py_func.__name__ == \
+            "_gemm_rows" + engine

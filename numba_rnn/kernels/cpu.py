@@ -717,9 +717,10 @@ def _colsum(a, blocks, partial, out):
 
 def _product_kernel(py_func, parallel):
     """The compiled variant of a batched-product kernel: parallel or serial, on MKL
-    where it is loaded (each product ~10–40 % faster than OpenBLAS here), else
-    OpenBLAS."""
-    return _variant_of(py_func, bool(parallel), "mkl" if mkl.load() else "openblas")
+    where it is loaded on a CPU-specific code path (each product ~10–40 % faster than
+    OpenBLAS on the Xeon; :func:`mkl.batched_products`), else OpenBLAS."""
+    return _variant_of(py_func, bool(parallel),
+                       "mkl" if mkl.batched_products() else "openblas")
 
 
 @functools.cache

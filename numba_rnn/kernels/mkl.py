@@ -145,6 +145,21 @@ def packed_steps():
     return load()
 
 
+#: MKL's "compatible" code path (``MKL_CBWR_COMPATIBLE``), the one it takes on AMD's
+#: CPUs: its plain ``?gemm`` was no faster than OpenBLAS's Haswell kernels there (one
+#: core, ms, f32 / f64: 6400×128·256 8.0 / 15.1 against 5.7 / 12.4, 6400×256·256 12.9 /
+#: 30.5 against 10.1 / 22.9, 3200×1024·1024 140 / 178 against 79 / 229; 2-core EPYC),
+#: while its packed product was 2× faster at float32.
+COMPATIBLE_BRANCH = 2
+
+
+def batched_products():
+    """True when the batched products (projection, weight and input gradients) call
+    MKL's ``?gemm``: MKL is loaded and runs one of its CPU-specific code paths — on the
+    compatible one (:data:`COMPATIBLE_BRANCH`) they stay on OpenBLAS."""
+    return load() and branch() != COMPATIBLE_BRANCH
+
+
 def status():
     """``(in use, path or reason)`` for reports (``numba-rnn bench`` prints it)."""
     used = load()
