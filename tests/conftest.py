@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 
 import numba_rnn as nr  # noqa: E402
 
+from . import background  # noqa: E402
 from . import reference as ref  # noqa: E402
 
 # uni/bi × 1/3 layers × tanh/relu × batch_first: the grid every gradient test covers
@@ -89,6 +90,15 @@ def check_model_gradients(loss_fn, grads, params, tol=1e-6):
         assert grads[name].shape == p.shape, name
         err = rel_err(grads[name], central_difference(loss_fn, p))
         assert err <= tol, (name, err)
+
+
+def pytest_collection_finish(session):
+    """Start the long subprocess tests now, to run beside the rest (tests/background.py)."""
+    background.start_collected(session.items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    background.kill_all()
 
 
 @pytest.fixture
