@@ -28,6 +28,10 @@ PROBE = """
     print("pinned", pinned, why or "-")
     print("restored", os.sched_getaffinity(0) == before)
     core = affinity._teams.get(threading.get_ident())
+    from numba_rnn.kernels import cpu
+    with affinity.pinned(True):            # the caller on one core: the layout still sees 2
+        print("inside", len(os.sched_getaffinity(0)), affinity.allowed_cores(),
+              cpu._layout(1, 256, True, None, None)[0])
     if pinned:
         tids = np.zeros(numba.config.NUMBA_NUM_THREADS, dtype=np.int64)
         affinity._worker_tids(tids, 200_000)
@@ -59,6 +63,9 @@ def test_workers_get_their_own_core_and_the_caller_gets_its_affinity_back():
     cores = sorted(os.sched_getaffinity(0))
     assert workers == [[cores[1]]]                   # worker 1 alone on the second core
     assert int(got["main"]) == cores[0]              # the caller's core is not a worker's
+    # bound to one core for the call, the caller still shares a single sequence's steps
+    # with the worker (the layout once counted the caller's one core: never "shared")
+    assert got["inside"] == "1 2 shared"
 
 
 @needs_two_cores

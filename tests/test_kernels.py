@@ -129,9 +129,10 @@ def test_any_cut_gives_the_same_numbers_up_to_rounding(dtype, panels, rng):
 
 @pytest.mark.parametrize("workers", [1, 3, 7])
 def test_shared_panels_finish_with_any_number_of_workers(workers, rng):
-    """The panel-shared kernels claim (step, panel) tasks from a counter: one worker
-    does them all, more workers than threads or panels just find none left — the same
-    bits as the serial kernel either way, and nothing hangs."""
+    """The panel-shared kernels claim each (step, panel) task by a flag, each worker its
+    own panel first: one worker does them all, more workers than threads or panels
+    just find them taken — the same bits as the serial kernel either way, every task
+    done exactly once, and nothing hangs."""
     T, N, H = 8, 1, 48
     U = rng.standard_normal((T, N, H))
     W = rng.standard_normal((H, H)) / 6
@@ -141,16 +142,19 @@ def test_shared_panels_finish_with_any_number_of_workers(workers, rng):
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W, a0, 0, parallel=False)
     width = 16                                                   # 3 panels
     A2, buf = np.empty_like(U), np.empty((1, 3, N, width))
-    sync = np.zeros(2 * cpu.COUNTER_STRIDE, dtype=np.int64)
+    sync = np.zeros(cpu.CLAIMS + (T + 1) * 3, dtype=np.int64)
     cpu._forward_panels_kernel(U, cpu._packed(W.T, width, N), a0.copy(), lengths, 0, False,
                                A2, buf, workers, sync)
-    assert sync[cpu.COUNTER_STRIDE] == T * 3                     # every task done once
+    assert sync[0] == T * 3                                      # every task done once
+    claims = sync[cpu.CLAIMS:cpu.CLAIMS + T * 3]
+    assert np.all(claims >= 1) and np.all(claims <= workers)     # claimed, by one each
     np.testing.assert_array_equal(A, A2)
     d2, n2, carry = np.empty_like(U), np.empty((T, N)), a0.copy()
     sync[:] = 0
     cpu._backward_panels_kernel(dA, A, cpu._packed(W, width, N), carry, lengths, 0, False,
                                 d2, n2, np.empty((2, N, 3)), np.zeros((N, 48)), buf,
                                 workers, sync)
+    assert sync[0] == (T + 1) * 3
     for ours, want in ((d2, delta), (carry, dh0), (n2, norms)):
         np.testing.assert_array_equal(ours, want)
 

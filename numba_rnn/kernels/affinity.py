@@ -29,6 +29,7 @@ _USER_PLACEMENT = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY")
 _gettid = types.ExternalFunction("gettid", types.intc())
 
 _lock = threading.Lock()
+_local = threading.local()  # .saved: the calling thread's own cores while pinned()
 _teams = {}            # calling thread's ident -> its workers' cores, or None: not pinned
 _why = "no parallel call yet"
 
@@ -125,10 +126,23 @@ def pinned(parallel):
         yield
         return
     os.sched_setaffinity(0, {core})
+    _local.saved = saved
     try:
         yield
     finally:
+        _local.saved = None
         os.sched_setaffinity(0, saved)
+
+
+def allowed_cores():
+    """How many cores the calling thread may run on — those it was allowed before
+    :func:`pinned` bound it to one, while it is pinned."""
+    saved = getattr(_local, "saved", None)
+    if saved is not None:
+        return len(saved)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def status():

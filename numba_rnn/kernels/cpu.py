@@ -57,7 +57,7 @@ from . import mkl
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
 from .mkl import aligned_empty, packed_product
-from .affinity import pinned
+from .affinity import allowed_cores, pinned
 from .threads import blas_single_threaded, fast_regions, parallel_guard
 
 
@@ -191,29 +191,31 @@ def _forward_panels(U, Wp, a0, lengths, kind, reverse, A, buf, workers, sync):
     """The forward recurrence with each step's panels shared by ``workers`` threads:
     for a batch too small to cut into row blocks (one sequence, say). Arguments as
     :func:`_forward`, with one block (``buf`` (1, panels, N, width)), and ``sync`` a
-    zeroed int64 array of ≥ 2·:data:`COUNTER_STRIDE` (two counters on their own cache
-    lines).
+    zeroed int64 array of :data:`CLAIMS` + T·panels: a counter of finished tasks on a
+    cache line of its own, then a claim flag per (step, panel) task.
 
-    The T·panels (step, panel) tasks are claimed in order from an atomic counter; a
-    task waits until every panel of the step before is done (a second counter). Any
-    number of threads — one included — finishes the work, so a thread that never
-    starts (no second core, or a nested region run serially) cannot hang it. Each
-    panel's arithmetic is that of :func:`_forward`, whichever thread runs it: the same
-    bits."""
+    Worker w takes panel ``w mod panels`` of every step, then any panel of the step
+    still unclaimed (:func:`_claim`), and a task waits until every panel of the step
+    before is done. So each thread keeps multiplying by the same columns of W_aa, which
+    stay in its own cache (claiming tasks in arrival order instead moved them between
+    threads: the stream forward took 5.1 ms on two threads, as on one), and any number
+    of threads — one included — finishes the work: a thread that never starts (no
+    second core, or a nested region run serially) cannot hang it. Each panel's
+    arithmetic is that of :func:`_forward`, whichever thread runs it: the same bits."""
     T = U.shape[0]
     panels = buf.shape[1]
-    for _ in prange(workers):
-        task = fetch_add(sync, 0, 1)
-        while task < T * panels:
-            s = task // panels
-            wait_until(sync, COUNTER_STRIDE, s * panels)    # step s-1 complete
+    for w in prange(workers):
+        for s in range(T):
             t = T - 1 - s if reverse else s
             prev = a0
             if s > 0:
                 prev = A[t + 1] if reverse else A[t - 1]
-            _forward_panel(U, Wp, prev, lengths, kind, A, buf[0], t, task - s * panels, 0)
-            fetch_add(sync, COUNTER_STRIDE, 1)
-            task = fetch_add(sync, 0, 1)
+            for j in range(panels):
+                p = (w + j) % panels
+                if _claim(sync, s * panels + p):
+                    wait_until(sync, 0, s * panels)         # step s-1 complete
+                    _forward_panel(U, Wp, prev, lengths, kind, A, buf[0], t, p, 0)
+                    fetch_add(sync, 0, 1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -286,26 +288,33 @@ def _backward_panels(dA, A, Wp, dh_n, lengths, kind, reverse, delta, norms, part
                      squares, buf, workers, sync):
     """BPTT with each step's panels shared by ``workers`` threads, the mirror of
     :func:`_forward_panels` (arguments as :func:`_backward`, one block, plus
-    ``workers`` and ``sync``). Whoever runs panel 0 of step s adds up the norms of
-    step s-1, whose panels are all done by then; ``partial`` alternates between steps,
-    so step s's panels never write what is being added."""
+    ``workers`` and ``sync``, of :data:`CLAIMS` + (T+1)·panels). Whoever runs panel 0
+    of step s adds up the norms of step s-1, whose panels are all done by then;
+    ``partial`` alternates between steps, so step s's panels never write what is being
+    added."""
     T = A.shape[0]
     panels = buf.shape[1]
     N = A.shape[1]
-    for _ in prange(workers):
-        task = fetch_add(sync, 0, 1)
-        while task < (T + 1) * panels:
-            s = task // panels
-            p = task - s * panels
-            wait_until(sync, COUNTER_STRIDE, s * panels)    # step s-1 complete
-            if p == 0 and s > 0:
-                _step_norms(partial[(s - 1) % 2], norms,
-                            s - 1 if reverse else T - s, 0, N)
-            _backward_panel(dA, A, Wp, dh_n, lengths, kind, reverse, delta, partial,
-                            squares, buf[0], s, p, 0)
-            fetch_add(sync, COUNTER_STRIDE, 1)
-            task = fetch_add(sync, 0, 1)
+    for w in prange(workers):
+        for s in range(T + 1):
+            for j in range(panels):
+                p = (w + j) % panels
+                if _claim(sync, s * panels + p):
+                    wait_until(sync, 0, s * panels)         # step s-1 complete
+                    if p == 0 and s > 0:
+                        _step_norms(partial[(s - 1) % 2], norms,
+                                    s - 1 if reverse else T - s, 0, N)
+                    _backward_panel(dA, A, Wp, dh_n, lengths, kind, reverse, delta,
+                                    partial, squares, buf[0], s, p, 0)
+                    fetch_add(sync, 0, 1)
     return dh_n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _claim(sync, task):
+    """Claim (step, panel) ``task`` of a shared recurrence: True for the one thread
+    that gets it first."""
+    return fetch_add(sync, CLAIMS + task, 1) == 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -395,9 +404,10 @@ _backward_kernels = {p: _compile(_backward, p) for p in (False, True)}
 _forward_panels_kernel = _compile(_forward_panels, True)
 _backward_panels_kernel = _compile(_backward_panels, True)
 
-#: int64s between the two counters of a panel-shared recurrence (64 bytes: their own
-#: cache lines, so claiming a task does not disturb the thread waiting on the other).
-COUNTER_STRIDE = 8
+#: Where the claim flags of a panel-shared recurrence start in its ``sync`` array, after
+#: the finished-task counter: 64 bytes on, so claiming a task does not disturb the
+#: cache line a waiting thread reads.
+CLAIMS = 8
 
 
 def _aligned_copy(a, dtype):
@@ -588,24 +598,24 @@ def _shared_workers(panels=None):
     this process may use — the workers spin while they wait for each other, and with
     more than the cores (4 threads on 2) the stream forward took 6.2 ms, not 2.1 —
     and at most one per panel when ``panels`` is given."""
-    import os
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
+    cores = allowed_cores()        # not the one core pinned() binds the caller to
     return max(1, min(_threads(), cores, panels or cores))
 
 
 def _run(kernels, shared, kernel, *args):
     """Call the recurrence ``kernel`` chose by :func:`_layout`: the panel-shared one
     with :func:`_shared_workers` workers (one per panel at most; ``args[-1]`` is the
-    (blocks, panels, rows, width) scratch) and fresh counters, else the serial or
+    (blocks, panels, rows, width) scratch) and fresh claim flags, else the serial or
     ``prange`` row-block variant. BLAS runs single-threaded inside either: a threaded
     GEMM splits a call among its threads by their count, and OpenBLAS's Haswell sgemm
     then rounds some rows differently (a serial 64×256·256×256 step differed in the last
     bit from the same block on one BLAS thread)."""
     with blas_single_threaded():
         if kernel == "shared":
-            return shared(*args, _shared_workers(args[-1].shape[1]),
-                          np.zeros(2 * COUNTER_STRIDE, dtype=np.int64))
+            T, panels = args[0].shape[0], args[-1].shape[1]
+            tasks = (T + 1) * panels                        # the backward's, one more step
+            return shared(*args, _shared_workers(panels),
+                          np.zeros(CLAIMS + tasks, dtype=np.int64))
         return kernels[kernel](*args)
 
 
