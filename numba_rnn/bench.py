@@ -276,8 +276,9 @@ def blas_name():
     from .kernels import mkl
     used, where = mkl.status()
     if used:
-        batched = "batched products too" if mkl.batched_products() else \
-            f"batched products on OpenBLAS: MKL branch {mkl.branch()}"
+        on = [d for d in ("float32", "float64") if mkl.batched_products(d)]
+        batched = "batched products too" if len(on) == 2 else \
+            f"batched products: {' '.join(on) or 'none'} (MKL branch {mkl.branch()})"
         return f"MKL {mkl.version()} (packed steps; {batched})"
     return f"OpenBLAS via SciPy (MKL off: {where})"
 

@@ -27,7 +27,7 @@ def numba_threads(n):
         numba.set_num_threads(before)
 
 
-def assert_same_bits_across_panels(U, W, a0, dA, lengths=None,
+def assert_cuts_agree(U, W, a0, dA, lengths=None,
                                    runs=((False, 1, 1), (True, 1, 2), (True, 1, 3)),
                                    rtol=0.0, atol=0.0):
     """Forward + BPTT for each ``(parallel, blocks, panels)`` in ``runs`` (None: the

@@ -14,7 +14,7 @@ from numba_rnn.kernels import cpu, mkl
 from numba_rnn.kernels.mkl import gemm, packed_product
 
 from . import reference as ref
-from .panels import (assert_default_cut_same_bits_any_threads, assert_same_bits_across_panels,
+from .panels import (assert_default_cut_same_bits_any_threads, assert_cuts_agree,
                      run_layer)
 
 
@@ -173,7 +173,7 @@ def test_mkl_recurrences_bitwise_for_any_thread_count_and_close_across_cuts(
     assert cpu._packed(W, 16, N).dtype == np.uint8
     assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    assert_same_bits_across_panels(U, W, a0, dA, lengths,
+    assert_cuts_agree(U, W, a0, dA, lengths,
                                    ((False, 1, 1), (True, 1, 2), (True, 1, 3), (True, 2, 1),
                                     (True, 4, 2)), rtol=tol, atol=tol)
 
@@ -221,7 +221,7 @@ def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(dtype, H, rng):
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
     dA = rng.standard_normal((T, N, H)).astype(dtype)
-    A = assert_same_bits_across_panels(U, W, a0, dA)[0]
+    A = assert_cuts_agree(U, W, a0, dA)[0]
     a, want = a0[0].astype(np.float64), []
     for t in range(T):
         a = np.tanh(U[t, 0] + W.astype(np.float64) @ a)
@@ -289,11 +289,13 @@ def test_openblas_when_asked_for():
 
 @needs_mkl
 def test_batched_products_on_openblas_on_mkls_compatible_path(monkeypatch):
-    """MKL's plain ?gemm was slower than OpenBLAS on its compatible code path (AMD's
-    CPUs: branch 2): there the batched products compile for OpenBLAS, elsewhere for MKL;
-    the packed steps stay on MKL either way."""
-    for branch, engine in ((2, "_serial"), (10, "_serial_mkl"), (14, "_serial_mkl")):
+    """MKL's plain ?gemm was slower than OpenBLAS in float64 on its compatible code path
+    (AMD's CPUs: branch 2): there float64's batched products compile for OpenBLAS,
+    float32's and every product elsewhere for MKL; the packed steps stay on MKL."""
+    for branch, f64 in ((2, "_serial"), (10, "_serial_mkl"), (14, "_serial_mkl")):
         monkeypatch.setattr(mkl, "branch", lambda branch=branch: branch)
-        assert mkl.batched_products() == (branch != 2) and mkl.packed_steps()
-        assert cpu._product_kernel(cpu._gemm_rows, False).py_func.__name__ == \
-            "_gemm_rows" + engine
+        assert mkl.batched_products(np.float32) and mkl.packed_steps()
+        assert mkl.batched_products(np.float64) == (branch != 2)
+        for dtype, engine in ((np.float32, "_serial_mkl"), (np.float64, f64)):
+            assert cpu._product_kernel(cpu._gemm_rows, False, dtype).py_func.__name__ == \
+                "_gemm_rows" + engine

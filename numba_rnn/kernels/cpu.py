@@ -410,10 +410,11 @@ _backward_panels_kernel = _compile(_backward_panels, True)
 CLAIMS = 8
 
 
-def _aligned_copy(a, dtype):
-    """A C-contiguous copy of ``a`` in ``dtype`` that starts on a cache line
-    (:func:`~.mkl.aligned_empty`: MKL's products can round by alignment)."""
-    out = aligned_empty(np.shape(a), dtype)
+def _aligned_copy(a, dtype, shape=None):
+    """A C-contiguous copy of ``a`` (broadcast to ``shape``, default its own) in
+    ``dtype`` that starts on a cache line (:func:`~.mkl.aligned_empty`: MKL's products
+    can round by alignment)."""
+    out = aligned_empty(np.shape(a) if shape is None else shape, dtype)
     out[...] = a
     return out
 
@@ -653,7 +654,7 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     """
     T, N, H = A.shape
     delta = aligned_empty(A.shape, A.dtype)
-    carry = _aligned_copy(np.zeros((N, H), A.dtype) if dh_n is None else dh_n, A.dtype)
+    carry = _aligned_copy(0 if dh_n is None else dh_n, A.dtype, (N, H))
     kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa, width, N, rows)                            # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
@@ -725,12 +726,12 @@ def _colsum(a, blocks, partial, out):
         out += partial[blk]
 
 
-def _product_kernel(py_func, parallel):
+def _product_kernel(py_func, parallel, dtype):
     """The compiled variant of a batched-product kernel: parallel or serial, on MKL
-    where it is loaded on a CPU-specific code path (each product ~10–40 % faster than
-    OpenBLAS on the Xeon; :func:`mkl.batched_products`), else OpenBLAS."""
+    where :func:`mkl.batched_products` says so for ``dtype`` (each product ~10–40 %
+    faster than OpenBLAS on the Xeon; float32 only on AMD's CPUs), else OpenBLAS."""
     return _variant_of(py_func, bool(parallel),
-                       "mkl" if mkl.batched_products() else "openblas")
+                       "mkl" if mkl.batched_products(dtype) else "openblas")
 
 
 @functools.cache
@@ -756,7 +757,7 @@ def _matmul(a, b, bias=None, parallel=False):
     """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
     out = aligned_empty((a.shape[0], b.shape[1]), a.dtype)
     no_bias = np.empty(0, dtype=a.dtype)
-    _product_kernel(_gemm_rows, parallel)(a, b, no_bias if bias is None else bias,
+    _product_kernel(_gemm_rows, parallel, a.dtype)(a, b, no_bias if bias is None else bias,
                                        _blocks(a.shape[0], PRODUCT_BLOCKS), out)
     return out
 
@@ -766,7 +767,7 @@ def _matmul_tn(a, b, parallel=False):
     blocks = _blocks(a.shape[0], SUM_BLOCKS)
     out = aligned_empty((a.shape[1], b.shape[1]), a.dtype)
     partial = aligned_empty((blocks, a.shape[1], b.shape[1]), a.dtype)
-    _product_kernel(_gemm_tn, parallel)(a, b, blocks, partial, out)
+    _product_kernel(_gemm_tn, parallel, a.dtype)(a, b, blocks, partial, out)
     return out
 
 

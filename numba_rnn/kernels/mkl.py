@@ -147,18 +147,22 @@ def packed_steps():
 
 
 #: MKL's "compatible" code path (``MKL_CBWR_COMPATIBLE``), the one it takes on AMD's
-#: CPUs: its plain ``?gemm`` was no faster than OpenBLAS's Haswell kernels there (one
-#: core, ms, f32 / f64: 6400×128·256 8.0 / 15.1 against 5.7 / 12.4, 6400×256·256 12.9 /
-#: 30.5 against 10.1 / 22.9, 3200×1024·1024 140 / 178 against 79 / 229; 2-core EPYC),
-#: while its packed product was 2× faster at float32.
+#: CPUs. There its plain ``?gemm`` was slower than OpenBLAS's Haswell kernels in float64
+#: and at least as fast in float32, run as our batched products run (row blocks on 2
+#: threads, interleaved medians, MKL ÷ OpenBLAS, 2-core EPYC): float32 products
+#: 0.89–1.06 (6400×32·64 to 3200×1024·512), weight gradients (Σ over rows) 0.70–0.98;
+#: float64 products 1.02–1.74, weight gradients 1.13–1.47. (A one-core float32 test
+#: before had MKL slower: 6400×128·256 8.0 ms against 5.7.) Its packed product was 2×
+#: faster at float32 and at parity at float64.
 COMPATIBLE_BRANCH = 2
 
 
-def batched_products():
-    """True when the batched products (projection, weight and input gradients) call
-    MKL's ``?gemm``: MKL is loaded and runs one of its CPU-specific code paths — on the
-    compatible one (:data:`COMPATIBLE_BRANCH`) they stay on OpenBLAS."""
-    return load() and branch() != COMPATIBLE_BRANCH
+def batched_products(dtype):
+    """True when the batched products (projection, weight and input gradients) of
+    ``dtype`` call MKL's ``?gemm``: MKL is loaded, and it runs one of its CPU-specific
+    code paths or the dtype is float32 — on the compatible path
+    (:data:`COMPATIBLE_BRANCH`) float64 stays on OpenBLAS."""
+    return load() and (branch() != COMPATIBLE_BRANCH or np.dtype(dtype) == np.float32)
 
 
 def status():
