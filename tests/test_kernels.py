@@ -79,7 +79,8 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H", [(12, 40), (16, 64), (64, 256), (1, 256), (7, 128), (5, 40)])
+@pytest.mark.parametrize("N,H", [(12, 40), (16, 64), (64, 256), (1, 256), (7, 128), (5, 40),
+                                 (4, 1024)])
 def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypatch, dtype,
                                                                         N, H, rng):
     """The cut of a layer depends on its shape alone, so serial, parallel and
@@ -87,7 +88,8 @@ def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypat
     the norms are the same bits (padding included) — on OpenBLAS's step products,
     whose rows are not computed alike wherever they fall in a call (Haswell sgemm),
     and on whatever the default picks (MKL where loaded). Shapes: two row blocks
-    (12, 16, 64), two shared panels (1, 7), neither (5)."""
+    (12, 16, 64), two shared panels (1, 7; 4 at H = 1024, which splits but is not cut
+    in rows), neither (5)."""
     T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
@@ -239,7 +241,10 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     assert cpu._layout(16, 64, False, None, 2) == (False, 2, 8, 32)  # the same cut, serial
     assert cpu._layout(16, 64, False, 1, 2) == (False, 1, 16, 32)
     assert cpu._layout(1, 256, False, None, None) == (False, 1, 1, 128)  # serial, 2 panels
-    assert cpu.recurrence_blocks(4, 1024) == 2
+    assert cpu.recurrence_blocks(4, 512) == 2
+    assert cpu.recurrence_blocks(64, 1024) == 1                     # H ≥ SHARED_MIN_UNITS:
+    assert cpu._layout(64, 1024, None, None, None) == ("shared", 1, 64, 512)  # shared
+    assert cpu._layout(64, 1024, False, None, None) == (False, 1, 64, 512)    # same cut
     assert cpu.recurrence_blocks(8, 16) == 1                        # 2^11: one block
     assert cpu.resolve_parallel(True, 1, 4) and not cpu.resolve_parallel(False, 64, 1024)
     assert cpu.recurrence_blocks(1, 4) == 1                         # never a 1-row block
@@ -248,7 +253,8 @@ def test_parallel_is_resolved_from_the_batch_and_step_size(monkeypatch):
     for threads in (1, 2, 4, 16):                # the cut never depends on the threads
         monkeypatch.setattr(numba, "get_num_threads", lambda threads=threads: threads)
         cuts[threads] = [cpu._layout(N, H, p, None, None)[1:]
-                         for N, H in ((16, 64), (12, 40), (1, 256), (7, 128), (6, 64))
+                         for N, H in ((16, 64), (12, 40), (1, 256), (7, 128), (6, 64),
+                                      (64, 1024))
                          for p in (None, True, False)]
         assert cpu.recurrence_blocks(12, 64) == 2 and cpu.recurrence_blocks(6, 64) == 2
         assert cpu.recurrence_blocks(9, 64) == 1                    # 9 = 3 blocks: too many

@@ -492,21 +492,36 @@ RECURRENCE_BLOCKS = SHARED_PANELS = 2
 def recurrence_blocks(N, H):
     """Row blocks (of N / blocks sequences each) that a layer's recurrence is cut into:
     the most, up to :data:`RECURRENCE_BLOCKS`, that divide N into blocks of at least
-    :data:`MIN_BLOCK_ROWS` rows when N·H·H ≥ :data:`PARALLEL_MIN_MACS`; 1 below that or
-    when there is no such split (N prime, say).
+    :data:`MIN_BLOCK_ROWS` rows when N·H·H ≥ :data:`PARALLEL_MIN_MACS`; 1 below that,
+    when there is no such split (N prime, say), and from H = :data:`SHARED_MIN_UNITS`
+    (shared panels instead).
 
     Each block runs its sequences through all T steps with no synchronisation, one
     thread a block in parallel (one region per call, no barrier per step — the
     per-step region over hidden-unit panels this replaced cost ~1 µs a step and kept
     layers below N·H·H = 2^18 on one core), one after another serially: the same
     BLAS calls either way."""
-    return _split(N) if N * H * H >= PARALLEL_MIN_MACS else 1
+    if H >= SHARED_MIN_UNITS or N * H * H < PARALLEL_MIN_MACS:
+        return 1
+    return _split(N)
+
+
+#: Hidden units from which a layer is cut into shared hidden-unit panels
+#: (:func:`default_panels`) instead of row blocks even when its batch splits: each
+#: thread then multiplies by half of W_aa every step, not all of it (4 MB in float32 at
+#: H = 1024, far beyond a core's L2), and its products have all N rows. Recurrence on 2
+#: threads, shared panels ÷ row blocks (fwd / bwd, interleaved medians, 2-core EPYC,
+#: MKL's packed steps): N=64 H=1024 f32 0.94/0.94, f64 0.87/0.86; N=32 H=512 f32
+#: 0.90/0.95, f64 0.92/0.92; N=64 H=512 0.98–1.02; N=64 H=256 f32 1.01/1.13, f64
+#: 1.14/1.18.
+SHARED_MIN_UNITS = 1024
 
 
 def default_panels(N, H):
     """Hidden-unit panels of each step when none are asked for: :data:`SHARED_PANELS`
-    for a batch that does not split into row blocks (:func:`recurrence_blocks`) with
-    N·H·H ≥ :data:`SHARED_MIN_MACS` — threads can share its steps — else 1."""
+    for a batch that is not cut into row blocks (:func:`recurrence_blocks`: it does not
+    split, or H ≥ :data:`SHARED_MIN_UNITS`) with N·H·H ≥ :data:`SHARED_MIN_MACS` —
+    threads can share its steps — else 1."""
     return SHARED_PANELS if recurrence_blocks(N, H) == 1 and N * H * H >= SHARED_MIN_MACS \
         else 1
 
