@@ -96,7 +96,7 @@ def test_packed_panels_multiply_like_numpy(dtype, transposed, N, K, H, width, rn
     M = rng.standard_normal((H, K)).astype(dtype).T if transposed else \
         rng.standard_normal((K, H)).astype(dtype)
     a = rng.standard_normal((N, K)).astype(dtype)
-    packed = cpu._packed(M, width, N) if N == 1 else mkl.pack_panels(M, width, N)
+    packed = cpu._gemv_panels(M, width) if N == 1 else mkl.pack_panels(M, width, N)
     assert packed.dtype == np.uint8 and packed.shape[0] == -(-H // width)
     assert packed.ctypes.data % mkl.ALIGN == 0 and packed.strides[0] % mkl.ALIGN == 0
     tol = 1e-5 if dtype == np.float32 else 1e-13
@@ -212,10 +212,12 @@ def test_mkl_recurrences_do_not_depend_on_the_callers_alignment(mkl_steps, dtype
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("H", [40, 300, 1024])
-def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(dtype, H, rng):
-    """N = 1 takes MKL's matrix-vector product on row panels (on every MKL code path):
-    right against the reference, and the same bits for 1, 2 or 3 panels."""
+def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(monkeypatch, dtype, H, rng):
+    """N = 1 on MKL's matrix-vector product on row panels (its default on MKL's
+    CPU-specific code paths, forced here on any): right against the reference, and the
+    same bits for 1, 2 or 3 panels."""
     T, N = 7, 1
+    monkeypatch.setattr(mkl, "gemv_steps", lambda: True)
     assert cpu._packed(np.zeros((H, H), dtype), 16, 1).dtype == np.uint8
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
@@ -290,12 +292,17 @@ def test_openblas_when_asked_for():
 @needs_mkl
 def test_batched_products_on_openblas_on_mkls_compatible_path(monkeypatch):
     """MKL's plain ?gemm was slower than OpenBLAS in float64 on its compatible code path
-    (AMD's CPUs: branch 2): there float64's batched products compile for OpenBLAS,
-    float32's and every product elsewhere for MKL; the packed steps stay on MKL."""
+    (AMD's CPUs: branch 2), and its ?gemv in both dtypes: there float64's batched
+    products compile for OpenBLAS and a single sequence's steps run on OpenBLAS's GEMV;
+    float32's batched products and everything elsewhere on MKL; the packed steps of
+    N > 1 stay on MKL."""
     for branch, f64 in ((2, "_serial"), (10, "_serial_mkl"), (14, "_serial_mkl")):
         monkeypatch.setattr(mkl, "branch", lambda branch=branch: branch)
         assert mkl.batched_products(np.float32) and mkl.packed_steps()
         assert mkl.batched_products(np.float64) == (branch != 2)
+        assert mkl.gemv_steps() == (branch != 2)           # one sequence: its GEMV too
+        one = cpu._packed(np.ones((64, 64), np.float32), 32, 1)
+        assert (one.dtype == np.uint8) == (branch != 2)     # MKL's panels are raw bytes
         for dtype, engine in ((np.float32, "_serial_mkl"), (np.float64, f64)):
             assert cpu._product_kernel(cpu._gemm_rows, False, dtype).py_func.__name__ == \
                 "_gemm_rows" + engine

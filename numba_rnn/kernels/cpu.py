@@ -566,22 +566,26 @@ MKL_MIN_MACS = {np.dtype(np.float32): 1 << 14, np.dtype(np.float64): 1 << 17}
 def _packed(M, width, N, rows=None):
     """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
     in a layer of batch ``N`` — for MKL (:func:`mkl.pack_panels`): one sequence when
-    MKL is loaded (its matrix-vector product: f64 stream step 3.3 µs against
-    OpenBLAS's 4.7), more when MKL's packed product is in use
-    (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` of its dtype — else for
-    OpenBLAS
-    (:func:`pack_panels`). Which BLAS depends on N only, never on the row blocks, so
-    serial and parallel runs multiply alike."""
+    MKL's matrix-vector product is in use (:func:`mkl.gemv_steps`), more when its
+    packed product is (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` of
+    its dtype — else for OpenBLAS (:func:`pack_panels`). Which BLAS depends on N only,
+    never on the row blocks, so serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
-    if N == 1 and mkl.load():                   # row panels, as cache-aligned bytes
-        K, H = M.shape
-        raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
-        pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
-        return raw
+    if N == 1 and mkl.gemv_steps():
+        return _gemv_panels(M, width)
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
             mkl.packed_steps():
         return mkl.pack_panels(M, width, rows)
     return pack_panels(M, width, N == 1)
+
+
+def _gemv_panels(M, width):
+    """M's row panels for MKL's GEMV (:func:`pack_panels` with ``gemv``), as a
+    (panels, bytes) uint8 array whose rows start on cache lines."""
+    K, H = M.shape
+    raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
+    pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
+    return raw
 
 
 def _layout(N, H, parallel, blocks, panels):

@@ -165,6 +165,16 @@ def batched_products(dtype):
     return load() and (branch() != COMPATIBLE_BRANCH or np.dtype(dtype) == np.float32)
 
 
+def gemv_steps():
+    """True when the step products of a single sequence (N = 1) use MKL's ``?gemv``:
+    MKL is loaded on a CPU-specific code path. On the Xeon (AVX-512) it was faster
+    than OpenBLAS's (float64 stream step 3.3 µs against 4.7); on the compatible path
+    (:data:`COMPATIBLE_BRANCH`) slower: the shared-panel recurrence of one sequence on
+    2 threads, MKL ÷ OpenBLAS, fwd / bwd, 2-core EPYC, H = 128–1024: float32
+    1.16–1.35 / 1.16–1.31, float64 1.17–1.52 / 1.18–1.55."""
+    return load() and branch() != COMPATIBLE_BRANCH
+
+
 def status():
     """``(in use, path or reason)`` for reports (``numba-rnn bench`` prints it)."""
     used = load()
