@@ -306,3 +306,38 @@ def test_batched_products_on_openblas_on_mkls_compatible_path(monkeypatch):
         for dtype, engine in ((np.float32, "_serial_mkl"), (np.float64, f64)):
             assert cpu._product_kernel(cpu._gemm_rows, False, dtype).py_func.__name__ == \
                 "_gemm_rows" + engine
+
+
+@needs_mkl
+def test_recurrence_packing_reuses_one_buffer_per_thread(rng):
+    """A recurrence's packed panels go into its thread's scratch buffer (no multi-MB
+    allocation per call): the next packing in the thread reuses it, another thread has
+    its own, and recurrences in two threads at once still match a lone run."""
+    import threading
+    W = rng.standard_normal((64, 64)).astype(np.float32)
+    first = mkl.pack_panels(W, 64, 8, reuse=True)
+    second = mkl.pack_panels(W.T, 64, 8, reuse=True)
+    assert np.shares_memory(first, second) and first.ctypes.data % mkl.ALIGN == 0
+    assert not np.shares_memory(mkl.pack_panels(W, 64, 8), second)   # not asked: fresh
+    other = []
+    t = threading.Thread(target=lambda: other.append(mkl.pack_panels(W, 64, 8, reuse=True)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(other[0], second)
+    U = rng.standard_normal((20, 8, 64)).astype(np.float32)
+    a0 = np.zeros((8, 64), np.float32)
+    want = cpu.recurrence_forward(U, W, a0, 0, parallel=False)
+    got = [None, None]
+
+    def run(i, M):
+        for _ in range(20):
+            got[i] = cpu.recurrence_forward(U, M, a0, 0, parallel=False)
+    threads = [threading.Thread(target=run, args=(0, W)),
+               threading.Thread(target=run, args=(1, W.T.copy()))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[1], cpu.recurrence_forward(U, W.T.copy(), a0, 0,
+                                                                 parallel=False))

@@ -575,7 +575,7 @@ def _packed(M, width, N, rows=None):
         return _gemv_panels(M, width)
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
             mkl.packed_steps():
-        return mkl.pack_panels(M, width, rows)
+        return mkl.pack_panels(M, width, rows, reuse=True)   # used within the call only
     return pack_panels(M, width, N == 1)
 
 
