@@ -136,10 +136,19 @@ def load():
     return False
 
 
+_branch = None
+
+
 def branch():
     """MKL's code path (its CBWR branch number: 2 on AMD's CPUs here, 10 AVX2, 12
-    AVX-512, 14 AVX-512 E1), or None when MKL is not loaded."""
-    return int(_lib.MKL_CBWR_Get_Auto_Branch()) if load() else None
+    AVX-512, 14 AVX-512 E1), or None when MKL is not loaded. Asked of MKL once: the
+    engine choices below read it on every recurrence and batched product."""
+    global _branch
+    if not load():
+        return None
+    if _branch is None:
+        _branch = int(_lib.MKL_CBWR_Get_Auto_Branch())
+    return _branch
 
 
 def packed_steps():
@@ -160,12 +169,17 @@ def packed_steps():
 COMPATIBLE_BRANCH = 2
 
 
+def specific_path():
+    """True when MKL is loaded and runs one of its CPU-specific code paths, not the
+    compatible one (:data:`COMPATIBLE_BRANCH`)."""
+    return load() and branch() != COMPATIBLE_BRANCH
+
+
 def batched_products(dtype):
     """True when the batched products (projection, weight and input gradients) of
-    ``dtype`` call MKL's ``?gemm``: MKL is loaded, and it runs one of its CPU-specific
-    code paths or the dtype is float32 — on the compatible path
-    (:data:`COMPATIBLE_BRANCH`) float64 stays on OpenBLAS."""
-    return load() and (branch() != COMPATIBLE_BRANCH or np.dtype(dtype) == np.float32)
+    ``dtype`` call MKL's ``?gemm``: on its CPU-specific paths (:func:`specific_path`),
+    and in float32 on the compatible one too — there float64 stays on OpenBLAS."""
+    return specific_path() or (load() and np.dtype(dtype) == np.float32)
 
 
 def gemv_steps():
@@ -175,7 +189,7 @@ def gemv_steps():
     (:data:`COMPATIBLE_BRANCH`) slower: the shared-panel recurrence of one sequence on
     2 threads, MKL ÷ OpenBLAS, fwd / bwd, 2-core EPYC, H = 128–1024: float32
     1.16–1.35 / 1.16–1.31, float64 1.17–1.52 / 1.18–1.55."""
-    return load() and branch() != COMPATIBLE_BRANCH
+    return specific_path()
 
 
 def status():
@@ -233,7 +247,7 @@ def pack_panels(M, width, rows, reuse=False):
     panels = -(-H // width)
     spans = [(p * width, min(H, (p + 1) * width)) for p in range(panels)]
     # MKL asks for room far beyond the panel (5.8 MB for 8 rows · 64×64 float32 on its
-    # branch 2) and writes only what it packs: left uninitialised — zeroing it took 150 µs a
+    # branch 2) and writes only what it packs: left uninitialised — zeroing it took ~180 µs a
     # call — untouched pages are never even mapped in.
     nbytes = -(-max(size(B_MATRIX, rows, hi - lo, K) for lo, hi in spans) // ALIGN) * ALIGN
     out = _scratch(panels * nbytes) if reuse else aligned_empty(panels * nbytes, np.uint8)
