@@ -212,8 +212,12 @@ class RNN:
         if set(P) != set(shapes):
             raise ValueError(f"rnn.params must have exactly the keys {sorted(shapes)}, "
                              f"got {sorted(P)}")
+        host = self.device == "cpu"
         for name, shape in shapes.items():
             arr = P[name]
+            if host and type(arr) is np.ndarray and arr.dtype == self.dtype and \
+                    arr.shape == shape and arr.flags.c_contiguous:
+                continue                  # already what the kernels take (~1 µs, not ~8)
             if not be.is_array(arr) or np.dtype(arr.dtype) != self.dtype:
                 kind = "ndarray" if self.device == "cpu" else "numba device array"
                 raise TypeError(f"rnn.params[{name!r}] must be a {self.dtype} {kind}, "
@@ -451,12 +455,12 @@ class RNN:
                 delta, dh0_kd, norms = be.recurrence_backward(
                     dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
                     reverse=bool(d), parallel=par, lengths=lengths)
-                dW_ax, dW_aa, db = be.weight_grads(delta, lc.input, lc.states[d], lc.h0[d],
-                                                   reverse=bool(d), parallel=par)
+                dW_ax, dW_aa, db, dx_d = be.layer_grads(delta, lc.input, lc.states[d],
+                                                        lc.h0[d], P["W_ax" + s],
+                                                        reverse=bool(d), parallel=par)
                 grads["W_ax" + s], grads["W_aa" + s] = dW_ax, dW_aa
                 if self.bias:
                     grads["b_a" + s] = db
-                dx_d = be.input_grad(delta, P["W_ax" + s], parallel=par)
                 d_inp = dx_d if d_inp is None else be.add_(d_inp, dx_d)
                 be.assign_(dh0[k * dirs + d], dh0_kd)
                 cache.hidden_grad_norms[s[1:]] = norms

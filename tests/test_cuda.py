@@ -117,6 +117,9 @@ def test_products_match_cpu(reverse):
     for got, want in zip(gpu.weight_grads(dev(delta), dev(x), dev(A), dev(a0), reverse),
                          cpu.weight_grads(delta, x, A, a0, reverse), strict=True):
         assert_close(got, want)
+    for got, want in zip(gpu.layer_grads(dev(delta), dev(x), dev(A), dev(a0), dev(W_ax), reverse),
+                         cpu.layer_grads(delta, x, A, a0, W_ax, reverse), strict=True):
+        assert_close(got, want)
 
 
 def test_gemm_transposes_bias_and_accumulate():

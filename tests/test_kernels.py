@@ -174,6 +174,41 @@ def test_single_time_step():
         np.testing.assert_allclose(dh0, delta[0] @ W_aa, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_layer_grads_are_weight_grads_and_input_grad(dtype, parallel, reverse):
+    """The fused backward products give the separate kernels' results bitwise: the same
+    BLAS calls on the same row blocks (T = 1, one row, odd row counts, a zero and a
+    non-zero initial state)."""
+    rng = np.random.default_rng(11)
+    for T, N, D, H in ((1, 3, 5, 16), (2, 1, 3, 16), (7, 3, 6, 32), (40, 16, 32, 64)):
+        delta, A = (rng.standard_normal((T, N, H)).astype(dtype) for _ in range(2))
+        x, W_ax = rng.standard_normal((T, N, D)).astype(dtype), \
+            rng.standard_normal((H, D)).astype(dtype)
+        for a0 in (np.zeros((N, H), dtype), rng.standard_normal((N, H)).astype(dtype)):
+            with cpu.compute_context(parallel):
+                want = (*cpu.weight_grads(delta, x, A, a0, reverse, parallel),
+                        cpu.input_grad(delta, W_ax, parallel))
+                got = cpu.layer_grads(delta, x, A, a0, W_ax, reverse, parallel)
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == dtype and g.shape == w.shape
+                np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonfinite_flags(dtype):
+    big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal
+    finite = np.array([[0.0, -0.0, big, -big], [tiny, -tiny, 1.0, -1.0]], dtype)
+    arrays = [finite, finite[:, ::2], np.zeros(0, dtype)]
+    for bad in (np.inf, -np.inf, np.nan):
+        a = finite.copy()
+        a[1, 2] = bad
+        arrays += [a, a[:, ::2], a.T]                # contiguous, strided, Fortran order
+    got = cpu.nonfinite(arrays)
+    np.testing.assert_array_equal(got, [False, False, False] + [True, True, True] * 3)
+
+
 def test_float32_stays_float32(rng):
     T, N, D, H = 4, 2, 3, 5
     f = np.float32

@@ -9,6 +9,8 @@ the names below, so it is written once for every device:
   -> (delta, dh0, norms)``
 - ``weight_grads(delta, x, A, a0, reverse) -> (dW_ax, dW_aa, db)``
 - ``input_grad(delta, W_ax) -> dx``
+- ``layer_grads(delta, x, A, a0, W_ax, reverse) -> (dW_ax, dW_aa, db, dx)``: both of
+  the above, one call
 - ``norm_partial(g, p)``, ``scale_(g, c)``, ``clamp_(g, c)`` (clipping; the CUDA
   twin reduces on the device: ``norm_and_coef``, ``scale_by_``, ``clamp_``)
 - ``sgd_``, ``adam_``, ``rmsprop_``, ``adagrad_`` (optimizer updates)

@@ -388,6 +388,13 @@ def input_grad(delta, W_ax, parallel=False):
     return gemm(delta.reshape(T * N, H), W_ax).reshape(T, N, W_ax.shape[1])
 
 
+def layer_grads(delta, x, A, a0, W_ax, reverse=False, parallel=False):
+    """``(dW_ax, dW_aa, db, dx)``: :func:`weight_grads` and :func:`input_grad` (see the
+    CPU twin, which runs them as one kernel)."""
+    return (*weight_grads(delta, x, A, a0, reverse, parallel),
+            input_grad(delta, W_ax, parallel))
+
+
 def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     """``(dW_ax (H, D), dW_aa (H, H), db (H,))`` of one layer-direction (see the CPU twin)."""
     T, N, H = delta.shape
