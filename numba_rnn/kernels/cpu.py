@@ -875,42 +875,49 @@ def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
     per_worker = (row_blocks + SUM_BLOCKS - 1) // SUM_BLOCKS
     for w in prange(SUM_BLOCKS):
         if w < sums:
-            rows = (M + sums - 1) // sums
-            lo, hi = w * rows, min(M, (w + 1) * rows)
+            lo, hi = _block_rows(M, sums, w)
             if lo < hi:
                 _matprod(d2[lo:hi].T, x2[lo:hi], part_ax[w])
-            else:
-                part_ax[w][:] = 0
             acc = part_b[w]
             acc[:] = 0
             for i in range(lo, hi):
                 for j in range(H):
                     acc[j] += d2[i, j]
         if w < sums_aa:
-            rows = (Ma + sums_aa - 1) // sums_aa
-            lo, hi = w * rows, min(Ma, (w + 1) * rows)
+            lo, hi = _block_rows(Ma, sums_aa, w)
             if lo < hi:
                 _matprod(d_later[lo:hi].T, a_earlier[lo:hi], part_aa[w])
-            else:
-                part_aa[w][:] = 0
-        rows = (M + row_blocks - 1) // row_blocks
         for blk in range(w * per_worker, min(row_blocks, (w + 1) * per_worker)):
-            lo_r, hi_r = blk * rows, min(M, (blk + 1) * rows)
-            if lo_r < hi_r:
-                _matprod(d2[lo_r:hi_r], W_ax, dx[lo_r:hi_r])
-    _add_partials(part_ax, sums, dW_ax)
-    _add_partials(part_aa, sums_aa, dW_aa)
-    _add_partials(part_b, sums, db)
+            lo, hi = _block_rows(M, row_blocks, blk)
+            if lo < hi:
+                _matprod(d2[lo:hi], W_ax, dx[lo:hi])
+    _add_partials(part_ax, M, sums, dW_ax)
+    _add_partials(part_aa, Ma, sums_aa, dW_aa)
+    _add_partials(part_b, M, sums, db)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_partials(partial, blocks, out):
-    """``out = partial[0] + … + partial[blocks-1]``, in block order (zeros for none)."""
+def _block_rows(M, blocks, b):
+    """Rows ``lo:hi`` of block b when M rows are cut into ``blocks`` blocks of
+    ``ceil(M / blocks)`` (the last may be short or empty): the cut of every batched
+    product here."""
+    rows = (M + blocks - 1) // blocks
+    return b * rows, min(M, (b + 1) * rows)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_partials(partial, M, blocks, out):
+    """``out = partial[0] + partial[1] + …`` over the non-empty of ``blocks`` blocks of
+    M rows, in block order (zeros for none): the bits of adding every block's partial,
+    an empty one being zero."""
     out[...] = 0
-    if blocks > 0:
-        out[...] = partial[0]
-    for blk in range(1, blocks):
-        out += partial[blk]
+    for b in range(blocks):
+        lo, hi = _block_rows(M, blocks, b)
+        if lo < hi:
+            if b == 0:
+                out[...] = partial[0]
+            else:
+                out += partial[b]
 
 
 @contextlib.contextmanager
