@@ -124,9 +124,9 @@ def test_any_cut_gives_the_same_numbers_up_to_rounding(dtype, panels, rng):
     lengths = np.array([9, 3, 9, 1, 5, 9, 8, 2, 9, 7, 9, 4])
     tol = 2e-5 if dtype == np.float32 else 1e-13
     assert_cuts_agree(U, W, a0, dA, lengths,
-                                   ((False, 1, 1), (False, 1, panels), (True, 2, panels),
-                                    (True, 3, 1), (True, 6, panels), (False, 4, 1),
-                                    (None, None, None)), rtol=tol, atol=tol)
+                      ((False, 1, 1), (False, 1, panels), (True, 2, panels),
+                       (True, 3, 1), (True, 6, panels), (False, 4, 1),
+                       (None, None, None)), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("workers", [1, 3, 7])

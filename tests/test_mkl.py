@@ -174,8 +174,8 @@ def test_mkl_recurrences_bitwise_for_any_thread_count_and_close_across_cuts(
     assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     assert_cuts_agree(U, W, a0, dA, lengths,
-                                   ((False, 1, 1), (True, 1, 2), (True, 1, 3), (True, 2, 1),
-                                    (True, 4, 2)), rtol=tol, atol=tol)
+                      ((False, 1, 1), (True, 1, 2), (True, 1, 3), (True, 2, 1),
+                       (True, 4, 2)), rtol=tol, atol=tol)
 
 
 @needs_packed

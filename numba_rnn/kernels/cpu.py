@@ -700,12 +700,43 @@ def _matprod(a, b, out):
     np.dot(a, b, out)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _block_rows(M, blocks, b):
+    """Rows ``lo:hi`` of block b when M rows are cut into ``blocks`` blocks of
+    ``ceil(M / blocks)`` (the last may be short or empty): the cut of every batched
+    product here."""
+    rows = (M + blocks - 1) // blocks
+    return b * rows, min(M, (b + 1) * rows)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_partials(partial, M, blocks, out):
+    """``out = partial[0] + partial[1] + …`` over the non-empty of ``blocks`` blocks of
+    M rows, in block order (zeros for none): the bits of adding every block's partial,
+    an empty one being zero."""
+    out[...] = 0
+    for b in range(blocks):
+        lo, hi = _block_rows(M, blocks, b)
+        if lo < hi:
+            if b == 0:
+                out[...] = partial[0]
+            else:
+                out += partial[b]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _colsum_rows(a, lo, hi, acc):
+    """``acc = Σ a[lo:hi]`` over rows, in row order."""
+    acc[:] = 0
+    for i in range(lo, hi):
+        for j in range(a.shape[1]):
+            acc[j] += a[i, j]
+
+
 def _gemm_rows(a, b, bias, blocks, out):
     """``out = a·b (+ bias)``; a (M, K), b (K, H), bias (H,) or empty, out (M, H)."""
-    M = a.shape[0]
-    rows = (M + blocks - 1) // blocks
     for blk in prange(blocks):
-        lo, hi = blk * rows, min(M, (blk + 1) * rows)
+        lo, hi = _block_rows(a.shape[0], blocks, blk)
         if lo < hi:
             _matprod(a[lo:hi], b, out[lo:hi])
             if bias.size:
@@ -717,32 +748,20 @@ def _gemm_rows(a, b, bias, blocks, out):
 def _gemm_tn(a, b, blocks, partial, out):
     """``out = aᵀ·b`` summed over the M rows; a (M, H), b (M, K), partial (blocks, H, K)."""
     M = a.shape[0]
-    rows = (M + blocks - 1) // blocks
     for blk in prange(blocks):
-        lo, hi = blk * rows, min(M, (blk + 1) * rows)
+        lo, hi = _block_rows(M, blocks, blk)
         if lo < hi:
             _matprod(a[lo:hi].T, b[lo:hi], partial[blk])
-        else:
-            partial[blk][:] = 0
-    out[:] = partial[0]
-    for blk in range(1, blocks):
-        out += partial[blk]
+    _add_partials(partial, M, blocks, out)
 
 
 def _colsum(a, blocks, partial, out):
     """``out = Σ_rows a``; a (M, H), partial (blocks, H)."""
-    M, H = a.shape
-    rows = (M + blocks - 1) // blocks
+    M = a.shape[0]
     for blk in prange(blocks):
-        lo, hi = blk * rows, min(M, (blk + 1) * rows)
-        acc = partial[blk]
-        acc[:] = 0
-        for i in range(lo, hi):
-            for j in range(H):
-                acc[j] += a[i, j]
-    out[:] = partial[0]
-    for blk in range(1, blocks):
-        out += partial[blk]
+        lo, hi = _block_rows(M, blocks, blk)
+        _colsum_rows(a, lo, hi, partial[blk])
+    _add_partials(partial, M, blocks, out)
 
 
 def _product_kernel(py_func, parallel, dtype):
@@ -813,15 +832,8 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     D = x.shape[2]
     d2 = delta.reshape(T * N, H)
     dW_ax = _matmul_tn(d2, x.reshape(T * N, D), parallel)
-    first = T - 1 if reverse else 0       # the step whose previous state is a0
-    if T > 1:     # a<t-1> pairs with δ<t> for t > 0 (a<t+1> with δ<t> for t < T-1, reverse)
-        later, earlier = (slice(0, T - 1), slice(1, T)) if reverse else \
-            (slice(1, T), slice(0, T - 1))
-        dW_aa = _matmul_tn(delta[later].reshape(-1, H), A[earlier].reshape(-1, H), parallel)
-        if np.any(a0):                    # a zero initial state adds exactly nothing
-            dW_aa += _matmul_tn(delta[first], a0)
-    else:
-        dW_aa = _matmul_tn(delta[first], a0)
+    dW_aa = _with_initial_state(_matmul_tn(*_recurrent_pairs(delta, A, reverse), parallel),
+                                delta, a0, reverse)
     blocks = _blocks(T * N, SUM_BLOCKS)
     db = np.empty(H, dtype=delta.dtype)
     _colsum_kernels[bool(parallel)](d2, blocks, np.empty((blocks, H), delta.dtype), db)
@@ -840,15 +852,9 @@ def layer_grads(delta, x, A, a0, W_ax, reverse=False, parallel=False):
     T, N, H = delta.shape
     D = x.shape[2]
     d2 = delta.reshape(T * N, H)
-    if T > 1:     # a<t-1> pairs with δ<t> for t > 0 (a<t+1> with δ<t> for t < T-1, reverse)
-        later, earlier = (slice(0, T - 1), slice(1, T)) if reverse else \
-            (slice(1, T), slice(0, T - 1))
-        d_later, a_earlier = delta[later].reshape(-1, H), A[earlier].reshape(-1, H)
-    else:
-        d_later = a_earlier = d2[:0]
+    d_later, a_earlier = _recurrent_pairs(delta, A, reverse)
     dt = delta.dtype
-    sums = _blocks(T * N, SUM_BLOCKS)
-    sums_aa = _blocks(d_later.shape[0], SUM_BLOCKS) if T > 1 else 0
+    sums, sums_aa = _blocks(T * N, SUM_BLOCKS), _blocks(d_later.shape[0], SUM_BLOCKS)
     dW_ax, dW_aa = aligned_empty((H, D), dt), aligned_empty((H, H), dt)
     db, dx = np.empty(H, dtype=dt), aligned_empty((T * N, D), dt)
     _product_kernel(_layer_grads, parallel, dt)(
@@ -856,12 +862,25 @@ def layer_grads(delta, x, A, a0, W_ax, reverse=False, parallel=False):
         _blocks(T * N, PRODUCT_BLOCKS), aligned_empty((SUM_BLOCKS, H, D), dt),
         aligned_empty((SUM_BLOCKS, H, H), dt), np.empty((SUM_BLOCKS, H), dt),
         dW_ax, dW_aa, db, dx)
-    first = T - 1 if reverse else 0       # the step whose previous state is a0
-    if T == 1:
-        dW_aa = _matmul_tn(delta[first], a0)
-    elif np.any(a0):                      # a zero initial state adds exactly nothing
-        dW_aa += _matmul_tn(delta[first], a0)
-    return dW_ax, dW_aa, db, dx.reshape(T, N, D)
+    return dW_ax, _with_initial_state(dW_aa, delta, a0, reverse), db, dx.reshape(T, N, D)
+
+
+def _recurrent_pairs(delta, A, reverse):
+    """The rows of ``dW_aa = Σ_t δ<t>ᵀ a<t-1>`` whose previous state is in ``A``:
+    ``(δ<1…T-1>, a<0…T-2>)`` as ((T-1)·N, H) arrays (δ<0…T-2> with a<1…T-1> for the
+    reverse direction, whose previous state is a<t+1>); no rows when T = 1."""
+    T, N, H = delta.shape
+    later, earlier = (slice(0, T - 1), slice(1, T)) if reverse else \
+        (slice(1, T), slice(0, T - 1))
+    return delta[later].reshape(-1, H), A[earlier].reshape(-1, H)
+
+
+def _with_initial_state(dW_aa, delta, a0, reverse):
+    """``dW_aa`` plus the term of the step whose previous state is ``a0`` (step 0, or
+    T-1 for the reverse direction); a zero initial state adds exactly nothing."""
+    if np.any(a0):
+        dW_aa += _matmul_tn(delta[delta.shape[0] - 1 if reverse else 0], a0)
+    return dW_aa
 
 
 def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
@@ -870,7 +889,7 @@ def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
     (``dW_ax = d2ᵀ·x2``, ``dW_aa = d_laterᵀ·a_earlier``, ``db = Σ_rows d2``; ``sums``,
     ``sums_aa`` blocks) and its share of the ``row_blocks`` blocks of ``dx =
     d2·W_ax``: the blocks of :func:`_gemm_tn`, :func:`_colsum` and :func:`_gemm_rows`."""
-    M, H = d2.shape
+    M = d2.shape[0]
     Ma = d_later.shape[0]
     per_worker = (row_blocks + SUM_BLOCKS - 1) // SUM_BLOCKS
     for w in prange(SUM_BLOCKS):
@@ -878,11 +897,7 @@ def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
             lo, hi = _block_rows(M, sums, w)
             if lo < hi:
                 _matprod(d2[lo:hi].T, x2[lo:hi], part_ax[w])
-            acc = part_b[w]
-            acc[:] = 0
-            for i in range(lo, hi):
-                for j in range(H):
-                    acc[j] += d2[i, j]
+            _colsum_rows(d2, lo, hi, part_b[w])
         if w < sums_aa:
             lo, hi = _block_rows(Ma, sums_aa, w)
             if lo < hi:
@@ -894,30 +909,6 @@ def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
     _add_partials(part_ax, M, sums, dW_ax)
     _add_partials(part_aa, Ma, sums_aa, dW_aa)
     _add_partials(part_b, M, sums, db)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _block_rows(M, blocks, b):
-    """Rows ``lo:hi`` of block b when M rows are cut into ``blocks`` blocks of
-    ``ceil(M / blocks)`` (the last may be short or empty): the cut of every batched
-    product here."""
-    rows = (M + blocks - 1) // blocks
-    return b * rows, min(M, (b + 1) * rows)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_partials(partial, M, blocks, out):
-    """``out = partial[0] + partial[1] + …`` over the non-empty of ``blocks`` blocks of
-    M rows, in block order (zeros for none): the bits of adding every block's partial,
-    an empty one being zero."""
-    out[...] = 0
-    for b in range(blocks):
-        lo, hi = _block_rows(M, blocks, b)
-        if lo < hi:
-            if b == 0:
-                out[...] = partial[0]
-            else:
-                out += partial[b]
 
 
 @contextlib.contextmanager
