@@ -196,6 +196,23 @@ def test_layer_grads_are_weight_grads_and_input_grad(dtype, parallel, reverse):
                 np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_single_step_dW_aa_keeps_nonfinite_delta_with_zero_state(reverse):
+    """At T = 1, dW_aa = δ<0>ᵀ·a0 alone: with a zero a0 the term is still computed, so
+    an inf or NaN in δ gives NaN in its row, as the reference's product does (found by
+    the fuzz driver when a review skipped zero-state terms at T = 1 too)."""
+    N, D, H = 3, 2, 4
+    delta = np.ones((1, N, H))
+    delta[0, 1, 2], delta[0, 0, 0] = np.inf, np.nan
+    x, A, a0, W_ax = np.ones((1, N, D)), np.ones((1, N, H)), np.zeros((N, H)), np.ones((H, D))
+    with np.errstate(invalid="ignore"):
+        want = np.isnan(delta[0].T @ a0)
+    assert want[0].all() and want[2].all() and not want[1].any()
+    for dW_aa in (cpu.weight_grads(delta, x, A, a0, reverse)[1],
+                  cpu.layer_grads(delta, x, A, a0, W_ax, reverse)[1]):
+        np.testing.assert_array_equal(np.isnan(dW_aa), want)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nonfinite_flags(dtype):
     big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal

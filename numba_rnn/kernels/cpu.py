@@ -877,8 +877,10 @@ def _recurrent_pairs(delta, A, reverse):
 
 def _with_initial_state(dW_aa, delta, a0, reverse):
     """``dW_aa`` plus the term of the step whose previous state is ``a0`` (step 0, or
-    T-1 for the reverse direction); a zero initial state adds exactly nothing."""
-    if np.any(a0):
+    T-1 for the reverse direction). A zero initial state adds exactly nothing — except
+    when its term is the only one (T = 1): δᵀ·0 is NaN where δ is ±inf or NaN, as in
+    the reference, and a model fed NaN must not report a finite dW_aa."""
+    if delta.shape[0] == 1 or np.any(a0):
         dW_aa += _matmul_tn(delta[delta.shape[0] - 1 if reverse else 0], a0)
     return dW_aa
 
