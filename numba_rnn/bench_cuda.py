@@ -50,6 +50,8 @@ def _timed(fns, repeats, sync):
 def grid_sync_floor_us(T, blocks, threads=128, repeats=5):
     """µs per step of an empty persistent loop: ``T`` grid syncs over ``blocks`` blocks."""
     from numba import cuda
+
+    from .kernels.cuda_arrays import launch
     _gpu()
 
     @cuda.jit
@@ -61,8 +63,8 @@ def grid_sync_floor_us(T, blocks, threads=128, repeats=5):
             out[0] = T
 
     out = cuda.device_array(1, dtype=np.int64)
-    ms = _timed({"floor": lambda: empty_loop[blocks, threads](T, out)}, repeats,
-                cuda.synchronize)["floor"]
+    loop = launch(empty_loop, blocks, threads)
+    ms = _timed({"floor": lambda: loop(T, out)}, repeats, cuda.synchronize)["floor"]
     return ms * 1e3 / T
 
 

@@ -26,10 +26,7 @@ from . import cuda_products as cp
 from . import cuda_recurrence as cr
 from .cuda_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: F401
 
-SIMULATOR = not hasattr(cuda, "get_current_device")
-if not SIMULATOR:
-    from numba.core import config as _config
-    SIMULATOR = bool(_config.ENABLE_CUDASIM)
+SIMULATOR = ca.SIMULATOR
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
@@ -76,13 +73,12 @@ def _copy(src, dst, swap01=False):
     n = int(np.prod(dst.shape))
     if n == 0:
         return dst
-    grid = ca.launch_1d(n)
     if dst.ndim == 3:
-        ca.copy3[grid](src, bool(swap01), dst)
+        ca.over(ca.copy3, n)(src, bool(swap01), dst)
     elif dst.ndim == 2:
-        ca.copy2[grid](src, dst)
+        ca.over(ca.copy2, n)(src, dst)
     elif dst.ndim == 1:
-        ca.copy1[grid](src, dst)
+        ca.over(ca.copy1, n)(src, dst)
     else:
         raise ValueError(f"device arrays of {dst.ndim} dimensions are not supported here")
     return dst
@@ -137,7 +133,7 @@ def empty(shape, dtype):
 def zeros(shape, dtype):
     a = empty(shape, dtype)
     if a.size:
-        ca.fill[ca.launch_1d(a.size)](a.reshape(a.size), 0)
+        ca.over(ca.fill, a.size)(a.reshape(a.size), 0)
     return a
 
 
@@ -180,14 +176,14 @@ def take_last(a, lo, hi):
 def add_(a, b):
     """``a += b`` (same shapes, contiguous)."""
     if a.size:
-        ca.add_[ca.launch_1d(a.size)](a.reshape(a.size), b.reshape(b.size))
+        ca.over(ca.add_, a.size)(a.reshape(a.size), b.reshape(b.size))
     return a
 
 
 def mul_(a, b):
     """``a *= b`` (same shapes, contiguous)."""
     if a.size:
-        ca.mul_[ca.launch_1d(a.size)](a.reshape(a.size), b.reshape(b.size))
+        ca.over(ca.mul_, a.size)(a.reshape(a.size), b.reshape(b.size))
     return a
 
 
@@ -195,7 +191,7 @@ def lengths_array(lengths, T, N):
     """Valid steps per sequence as a device int64 array (all T when ``lengths`` is None)."""
     if lengths is None:
         out = cuda.device_array(N, dtype=np.int64)
-        ca.fill[ca.launch_1d(N)](out, T)
+        ca.over(ca.fill, N)(out, T)
         return out
     if is_array(lengths):
         return lengths
@@ -210,7 +206,7 @@ def kernel_lengths(lengths):
 def zero_padding(out, lengths):
     """A copy of ``out`` (T, N, F) with steps t ≥ lengths[n] set to zero."""
     res = copy(out)
-    ca.zero_padding[ca.launch_1d(res.size)](res, lengths_array(lengths, *out.shape[:2]))
+    ca.over(ca.zero_padding, res.size)(res, lengths_array(lengths, *out.shape[:2]))
     return res
 
 
@@ -303,23 +299,23 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     which, size = plan(N, H, U.dtype, variant, blocks)
     if which == "block":
         th = _threads(size * H, threads)
-        k["forward_block"][math.ceil(N / size), th](U, W_aa, a0, lens, kind, bool(reverse),
-                                                     size, A)
+        forward = ca.launch(k["forward_block"], math.ceil(N / size), th)
+        forward(U, W_aa, a0, lens, kind, bool(reverse), size, A)
         return A
     if which == "grid":
         G = math.ceil(H / size)
         th = _threads(N * size, threads)
         args = (U, W_aa, a0, lens, kind, bool(reverse), size, A)
         if _fits_cooperative(k["forward_grid"], args, G, th):
-            k["forward_grid"][G, th](*args)
+            ca.launch(k["forward_grid"], G, th)(*args)
             return A
         if variant == "grid":
             raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
-    grid = ca.launch_1d(N * H)
+    step = ca.over(k["forward_step"], N * H)
     for s in range(T):                                     # fallback: a launch per step
         t = T - 1 - s if reverse else s
         prev = a0 if s == 0 else A[t + 1 if reverse else t - 1]
-        k["forward_step"][grid](U, W_aa, prev, lens, kind, t, A)
+        step(U, W_aa, prev, lens, kind, t, A)
     return A
 
 
@@ -336,8 +332,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     if which == "block":
         th = _threads(size * H, threads)
         dh0 = empty((N, H), A.dtype)
-        k["backward_block"][math.ceil(N / size), th](dA, A, W_aa, carry, lens, kind,
-                                                      bool(reverse), size, delta, norms, dh0)
+        backward = ca.launch(k["backward_block"], math.ceil(N / size), th)
+        backward(dA, A, W_aa, carry, lens, kind, bool(reverse), size, delta, norms, dh0)
         return delta, dh0, norms
     if which == "grid":
         G = math.ceil(H / size)
@@ -345,17 +341,18 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
         partial = empty((T, N, G), A.dtype)
         args = (dA, A, W_aa, lens, kind, bool(reverse), size, carry, delta, partial)
         if _fits_cooperative(k["backward_grid"], args, G, th):
-            k["backward_grid"][G, th](*args)
-            k["finish_norms"][ca.launch_1d(T * N)](partial, norms)
+            ca.launch(k["backward_grid"], G, th)(*args)
+            ca.over(k["finish_norms"], T * N)(partial, norms)
             return delta, carry, norms
         if variant == "grid":
             raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
     gsq = empty((N, H), A.dtype)
-    grid = ca.launch_1d(N * H)
+    step_delta = ca.over(k["backward_step_delta"], N * H)
+    step_carry = ca.over(k["backward_step_carry"], N * H)
     for s in range(T):                                     # fallback: two launches per step
         t = s if reverse else T - 1 - s
-        k["backward_step_delta"][grid](dA, A, carry, lens, kind, t, delta, gsq)
-        k["backward_step_carry"][grid](W_aa, lens, t, delta, gsq, carry, norms)
+        step_delta(dA, A, carry, lens, kind, t, delta, gsq)
+        step_carry(W_aa, lens, t, delta, gsq, carry, norms)
     return delta, carry, norms
 
 
@@ -371,8 +368,8 @@ def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, accumulate=Fal
     has_bias = bias is not None
     bias = bias if has_bias else out[0, :1]
     grid = (math.ceil(P / cp.TILE), math.ceil(M / cp.TILE))
-    _kernels(a.dtype)["gemm"][grid, (cp.TILE, cp.TILE)](a, b, bool(trans_a), bool(trans_b),
-                                                         bias, has_bias, bool(accumulate), out)
+    tiles = ca.launch(_kernels(a.dtype)["gemm"], grid, (cp.TILE, cp.TILE))
+    tiles(a, b, bool(trans_a), bool(trans_b), bias, has_bias, bool(accumulate), out)
     return out
 
 
@@ -413,7 +410,7 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
             gemm(delta[1:].reshape(M, H), A[:T - 1].reshape(M, H), trans_a=True,
                  out=dW_aa, accumulate=True)
     db = empty((H,), delta.dtype)
-    cp.colsum[ca.launch_1d(H)](d2, db)
+    ca.over(cp.colsum, H)(d2, db)
     return dW_ax, dW_aa, db
 
 
@@ -450,7 +447,7 @@ def scale_by_(arrays, norm_coef):
     """``g *= coef`` for every array, the coefficient read from device memory."""
     for g in arrays:
         if g.size:
-            _kernels(g.dtype)["scale_by"][ca.launch_1d(g.size)](_flat(g), norm_coef)
+            ca.over(_kernels(g.dtype)["scale_by"], g.size)(_flat(g), norm_coef)
 
 
 def clamp_(g, c):
@@ -458,7 +455,7 @@ def clamp_(g, c):
     if not g.size:
         return 0
     moved = cuda.to_device(np.zeros(1, dtype=np.int64))
-    _kernels(g.dtype)["clamp"][ca.launch_1d(g.size)](_flat(g), float(c), moved)
+    ca.over(_kernels(g.dtype)["clamp"], g.size)(_flat(g), float(c), moved)
     return int(moved.copy_to_host()[0])
 
 
@@ -467,7 +464,7 @@ def nonfinite(arrays):
     flags = zeros((len(arrays),), np.int32)
     for i, a in enumerate(arrays):
         if a.size:
-            ca.any_nonfinite[ca.launch_1d(a.size)](_flat(a), flags, i)
+            ca.over(ca.any_nonfinite, a.size)(_flat(a), flags, i)
     return flags.copy_to_host().astype(bool)
 
 
@@ -480,35 +477,35 @@ def linear(h, W, b):
 def linear_backward(d, h_in, W):
     """Gradients of :func:`linear` from ``d`` (M, O): ``(dW, db, d_in)``."""
     db = empty((d.shape[1],), d.dtype)
-    cp.colsum[ca.launch_1d(d.shape[1])](d, db)
+    ca.over(cp.colsum, d.shape[1])(d, db)
     return gemm(d, h_in, trans_a=True), db, gemm(d, W)
 
 
 def act_(h, kind):
     """tanh (kind 0) or relu (kind 1) in place."""
     if h.size:
-        cl.act_[ca.launch_1d(h.size)](_flat(h), kind)
+        ca.over(cl.act_, h.size)(_flat(h), kind)
     return h
 
 
 def act_grad_(d, h, kind):
     """``d *= g'(z)`` in place, written with h = g(z)."""
     if d.size:
-        cl.act_grad_[ca.launch_1d(d.size)](_flat(d), _flat(h), kind)
+        ca.over(cl.act_grad_, d.size)(_flat(d), _flat(h), kind)
     return d
 
 
 def softmax(z):
     """Row softmax of a 2-D device array (a new array)."""
     out = empty(z.shape, z.dtype)
-    cl.softmax_rows[ca.launch_1d(z.shape[0])](z, out)
+    ca.over(cl.softmax_rows, z.shape[0])(z, out)
     return out
 
 
 def sigmoid(z):
     out = copy(z)
     if out.size:
-        cl.sigmoid_[ca.launch_1d(out.size)](_flat(out))
+        ca.over(cl.sigmoid_, out.size)(_flat(out))
     return out
 
 
@@ -516,7 +513,7 @@ def gather_steps(out, last):
     """``out[last[n], n]`` for every n: (T, N, F) → (N, F)."""
     N, F = out.shape[1], out.shape[2]
     feats = empty((N, F), out.dtype)
-    cl.gather_steps[ca.launch_1d(N * F)](out, lengths_array(last, 0, N), feats)
+    ca.over(cl.gather_steps, N * F)(out, lengths_array(last, 0, N), feats)
     return feats
 
 
@@ -524,7 +521,7 @@ def scatter_steps(d_feats, last, shape):
     """A zero (T, N, F) array with ``[last[n], n] = d_feats[n]``."""
     d_out = zeros(shape, d_feats.dtype)
     N, F = d_feats.shape
-    cl.scatter_steps[ca.launch_1d(N * F)](d_feats, lengths_array(last, 0, N), d_out)
+    ca.over(cl.scatter_steps, N * F)(d_feats, lengths_array(last, 0, N), d_out)
     return d_out
 
 
@@ -541,14 +538,14 @@ def row_loss(name, z, y, w):
     grad = empty((M, C), z.dtype)
     rows = cuda.device_array(M, dtype=np.float64)
     kernel = {"cross_entropy": cl.softmax_xent, "mse": cl.mse_rows, "bce": cl.bce_rows}[name]
-    kernel[ca.launch_1d(M)](z, y, w, grad, rows)
+    ca.over(kernel, M)(z, y, w, grad, rows)
     return float(np.sum(rows.copy_to_host())), grad
 
 
 # ---------------------------------------------------------------------- generation
 def argmax_rows(z):
     ids = cuda.device_array(z.shape[0], dtype=np.int64)
-    cl.argmax_rows[ca.launch_1d(z.shape[0])](z, ids)
+    ca.over(cl.argmax_rows, z.shape[0])(z, ids)
     return ids
 
 
@@ -556,13 +553,13 @@ def sample_rows(z, temperature, u):
     """Class ids drawn from softmax(z / temperature) with the host's uniforms ``u``."""
     ids = cuda.device_array(z.shape[0], dtype=np.int64)
     u = cuda.to_device(np.ascontiguousarray(u, dtype=np.float64).reshape(-1))
-    cl.sample_rows[ca.launch_1d(z.shape[0])](z, float(temperature), u, ids)
+    ca.over(cl.sample_rows, z.shape[0])(z, float(temperature), u, ids)
     return ids
 
 
 def one_hot(ids, D, dtype):
     out = empty((ids.shape[0], D), dtype)
-    cl.one_hot[ca.launch_1d(ids.shape[0] * D)](ids, out)
+    ca.over(cl.one_hot, ids.shape[0] * D)(ids, out)
     return out
 
 
@@ -594,5 +591,5 @@ def cols_to_layers(a, L, W):
 
 def apply_eos(tok, done, eos):
     """After ``eos`` a sequence keeps emitting it (``tok``, ``done`` updated in place)."""
-    cl.apply_eos[ca.launch_1d(tok.shape[0])](tok, done, int(eos))
+    ca.over(cl.apply_eos, tok.shape[0])(tok, done, int(eos))
     return tok

@@ -7,10 +7,43 @@ NumPy one-liners; here each is one launch over the elements, generic in dtype
 the default stream: nothing here waits for the GPU or copies to the host.
 """
 import math
+import warnings
 
 from numba import cuda
 
 THREADS = 256
+
+SIMULATOR = not hasattr(cuda, "get_current_device")
+if not SIMULATOR:
+    from numba.core import config as _config
+    SIMULATOR = bool(_config.ENABLE_CUDASIM)
+
+# numba-cuda's warning for grids under 128 blocks (its own NumbaPerformanceWarning class,
+# not numba.core's, so it is matched by message)
+_LOW_OCCUPANCY = r"Grid size \d+ will likely result in GPU under-utilization"
+_configured = {}
+
+
+def launch(kernel, blocks, threads):
+    """``kernel[blocks, threads]``, configured once per (kernel, blocks, threads).
+
+    Our kernels run few blocks by design (a persistent recurrence owns the GPU with
+    one block per slice; many launches cover a vector of a few hundred elements), and
+    numba-cuda warns at every configuration of a grid under 128 blocks. The warning is
+    ignored here, where the configuration is built, and nowhere else: a caller's own
+    kernels and filters are left as they were. Reusing the configuration also skips
+    numba's per-launch dimension checks. The simulator configures a kernel in place,
+    so there it is configured at every call.
+    """
+    if SIMULATOR:
+        return kernel[blocks, threads]
+    key = (kernel, blocks, threads)
+    configured = _configured.get(key)
+    if configured is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LOW_OCCUPANCY)
+            configured = _configured[key] = kernel[blocks, threads]
+    return configured
 
 
 def launch_1d(n, threads=THREADS):
@@ -18,6 +51,11 @@ def launch_1d(n, threads=THREADS):
     threads than whole warps need)."""
     threads = max(32, min(threads, 32 * math.ceil(n / 32)))
     return max(1, math.ceil(n / threads)), threads
+
+
+def over(kernel, n, threads=THREADS):
+    """``kernel`` configured (:func:`launch`) to cover n elements, one per thread."""
+    return launch(kernel, *launch_1d(n, threads))
 
 
 @cuda.jit

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_arrays import launch_1d
+from .cuda_arrays import over
 
 
 @cuda.jit
@@ -69,7 +69,7 @@ def _adagrad(p, g, acc, lr, eps, wd):
 def sgd_(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
     """SGD with momentum (and Nesterov): buf = μ·buf + (1−τ)·g; p −= lr·(g + μ·buf | buf)."""
     f = np.dtype(p.dtype).type
-    _sgd[launch_1d(p.size)](p, g, buf, f(lr), f(momentum), f(1.0 - dampening),
+    over(_sgd, p.size)(p, g, buf, f(lr), f(momentum), f(1.0 - dampening),
                             bool(nesterov), f(weight_decay), bool(first))
 
 
@@ -78,7 +78,7 @@ def adam_(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad, 
     f = np.dtype(p.dtype).type
     c1 = 1.0 - beta1 ** step
     c2 = math.sqrt(1.0 - beta2 ** step)
-    _adam[launch_1d(p.size)](p, g, m, v, vmax, f(beta1), f(beta2), f(1) - f(beta1),
+    over(_adam, p.size)(p, g, m, v, vmax, f(beta1), f(beta2), f(1) - f(beta1),
                              f(1) - f(beta2), f(weight_decay), f(lr), f(lr / c1), f(c2),
                              f(eps), bool(amsgrad), bool(decoupled))
 
@@ -86,11 +86,11 @@ def adam_(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad, 
 def rmsprop_(p, g, sq, buf, lr, alpha, eps, weight_decay, momentum):
     """RMSprop: sq = α·sq + (1−α)·g²; p −= lr·g/(√sq + ε) (with optional momentum)."""
     f = np.dtype(p.dtype).type
-    _rmsprop[launch_1d(p.size)](p, g, sq, buf, f(alpha), f(1) - f(alpha), f(lr), f(eps),
+    over(_rmsprop, p.size)(p, g, sq, buf, f(alpha), f(1) - f(alpha), f(lr), f(eps),
                                 f(weight_decay), f(momentum))
 
 
 def adagrad_(p, g, acc, lr, eps, weight_decay):
     """Adagrad: acc += g²; p −= lr·g/(√acc + ε)."""
     f = np.dtype(p.dtype).type
-    _adagrad[launch_1d(p.size)](p, g, acc, f(lr), f(eps), f(weight_decay))
+    over(_adagrad, p.size)(p, g, acc, f(lr), f(eps), f(weight_decay))
