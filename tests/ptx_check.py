@@ -50,10 +50,10 @@ for dt in (types.float32, types.float64):
     K = {**cr.build(np.dtype(str(dt))), **cp.build(np.dtype(str(dt)))}
     A3, A2, A1, L = arr(dt, 3), arr(dt, 2), arr(dt, 1), arr(i64, 1)
     sigs = {
-        "forward_block": (A3, A2, A2, L, i64, b1, i64, A3),
-        "backward_block": (A3, A3, A2, A2, L, i64, b1, i64, A3, A2, A2),
-        "forward_grid": (A3, A2, A2, L, i64, b1, i64, A3),
-        "backward_grid": (A3, A3, A2, L, i64, b1, i64, A2, A3, A3),
+        "forward_block": (A3, A2, A2, L, i64, b1, i64, i64, A3),
+        "backward_block": (A3, A3, A2, A2, L, i64, b1, i64, i64, A3, A2, A2),
+        "forward_grid": (A3, A2, A2, L, i64, b1, i64, i64, A3),
+        "backward_grid": (A3, A3, A2, L, i64, b1, i64, i64, A2, A3, A3),
         "finish_norms": (A3, A2),
         "forward_step": (A3, A2, A2, L, i64, i64, A3),
         "backward_step_delta": (A3, A3, A2, L, i64, i64, A3, A2),

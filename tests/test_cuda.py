@@ -38,14 +38,17 @@ def assert_close(a, b, tol=1e-10):
 
 
 # ---------------------------------------------------------------------- recurrences
-CASES = [("block", None), ("block", 2), ("grid", None), ("step", None)]
+# (variant, blocks, lanes per dot): one lane; several, in rounds of 32 threads; 32 lanes
+CASES = [("block", None, None), ("block", 2, 4), ("block", None, 32), ("grid", None, None),
+         ("grid", None, 8), ("step", None, None)]
 
 
-@pytest.mark.parametrize("variant,blocks", CASES, ids=[f"{v}-{b}" for v, b in CASES])
+@pytest.mark.parametrize("variant,blocks,lanes", CASES,
+                         ids=[f"{v}-{b}-{p}" for v, b, p in CASES])
 @pytest.mark.parametrize("kind", [TANH, RELU], ids=["tanh", "relu"])
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1]),
                                              (False, [3, 4, 1])], ids=["fwd", "rev-len", "fwd-len"])
-def test_recurrence_kernels_match_cpu(variant, blocks, kind, reverse, lengths):
+def test_recurrence_kernels_match_cpu(variant, blocks, lanes, kind, reverse, lengths):
     rng = np.random.default_rng(1)
     T, N, H = 4, 3, 5
     U, dA = rng.standard_normal((2, T, N, H))
@@ -54,12 +57,12 @@ def test_recurrence_kernels_match_cpu(variant, blocks, kind, reverse, lengths):
     lens = None if lengths is None else np.array(lengths)
     A = cpu.recurrence_forward(U, W, a0, kind, reverse, lengths=lens)
     A_gpu = gpu.recurrence_forward(dev(U), dev(W), dev(a0), kind, reverse, lengths=lens,
-                                   variant=variant, blocks=blocks, threads=32)
+                                   variant=variant, blocks=blocks, threads=32, lanes=lanes)
     assert_close(A_gpu, A)
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W, dh_n, kind, reverse, lengths=lens)
     d_gpu, dh0_gpu, n_gpu = gpu.recurrence_backward(dev(dA), dev(A), dev(W), dev(dh_n), kind,
                                                     reverse, lengths=lens, variant=variant,
-                                                    blocks=blocks, threads=32)
+                                                    blocks=blocks, threads=32, lanes=lanes)
     assert_close(d_gpu, delta)
     assert_close(dh0_gpu, dh0)
     assert_close(n_gpu, norms)
@@ -72,6 +75,36 @@ def test_forward_overwrites_U_in_place_when_asked():
     A = gpu.recurrence_forward(U_dev, dev(W), dev(a0), TANH, overwrite_U=True)
     assert A is U_dev
     assert_close(A, cpu.recurrence_forward(U, W, a0, TANH))
+
+
+# (N, H, T): the bench shapes' batch and width, a few steps; tiny, stream, medium, large,
+# db-1760, db-2560
+GPU_SHAPES = [(16, 64, 9), (1, 256, 9), (64, 256, 5), (64, 1024, 3), (16, 1760, 3),
+              (64, 2560, 2)]
+
+
+@pytest.mark.skipif(gpu.SIMULATOR, reason="hardware shapes: many blocks, lanes and threads")
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 2e-4)],
+                         ids=["f64", "f32"])
+@pytest.mark.parametrize("N,H,T", GPU_SHAPES, ids=[f"{n}x{h}" for n, h, _ in GPU_SHAPES])
+def test_recurrences_at_bench_shapes_on_the_gpu(N, H, T, dtype, tol):
+    """Every variant the plan would pick on this GPU (and step) at the bench shapes,
+    against the CPU kernels: the tests above run them at toy sizes only."""
+    rng = np.random.default_rng(7)
+    U, dA = (rng.standard_normal((T, N, H)).astype(dtype) for _ in range(2))
+    W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+    a0, dh_n = (rng.standard_normal((N, H)).astype(dtype) for _ in range(2))
+    lens = np.array([T - n % 2 for n in range(N)])
+    A = cpu.recurrence_forward(U, W, a0, TANH, lengths=lens)
+    want = cpu.recurrence_backward(dA, A, W, dh_n, TANH, lengths=lens)
+    for variant in {gpu.plan(N, H, dtype)[0], "step"}:
+        A_gpu = gpu.recurrence_forward(dev(U), dev(W), dev(a0), TANH, lengths=lens,
+                                       variant=variant)
+        assert_close(A_gpu, A, tol)
+        got = gpu.recurrence_backward(dev(dA), dev(A), dev(W), dev(dh_n), TANH, lengths=lens,
+                                      variant=variant)
+        for g, w in zip(got, want, strict=True):
+            assert_close(g, w, tol)
 
 
 def test_grid_variant_needs_co_resident_blocks():

@@ -33,7 +33,9 @@ if SIMULATOR:
 else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
 
-MAX_THREADS = 256          # threads per block of the recurrence kernels
+# threads per block of the recurrence kernels (the simulator runs a Python thread for
+# each, so it gets fewer: the tests force every lane and round count anyway)
+MAX_THREADS = 64 if SIMULATOR else 1024
 VARIANTS = ("block", "grid", "step")
 
 
@@ -241,32 +243,81 @@ def _device_info():
 def plan(N, H, dtype, variant=None, blocks=None):
     """Choose the recurrence variant for (N, H, dtype): ``(variant, rows_or_units)``.
 
-    ``block`` when W_aa (H·H) plus three (nb, H) state buffers fit one block's
-    shared memory, with nb rows per block chosen to spread the batch over the SMs;
-    else ``grid`` with R hidden units per block such that H·R + N·R fits; else
-    ``step``. A forced ``variant`` that cannot hold the shape raises ValueError.
-    ``blocks`` asks for that many blocks (rows split for ``block``, units for
-    ``grid``) where shared memory allows.
+    ``block`` when W_aa (H rows padded to H + 1) plus the carry, δ and g buffers of nb
+    rows and one lane's partial dots fit one block's shared memory, with nb rows per
+    block chosen to spread the batch over the SMs; else ``grid`` with R hidden units
+    per block such that R rows of W_aa (padded to a multiple of four), N·R squares and
+    one lane's partial dots fit; else ``step``. A forced ``variant`` that cannot hold
+    the shape raises ValueError. ``blocks`` asks for that many blocks (rows split for
+    ``block``, units for ``grid``) where shared memory allows.
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     S = cr.smem_elements(dtype)
     sms = _device_info()
-    nb_max = (S - H * H) // (3 * H) if H * H < S else 0
-    R_max = S // (H + N)
+    nb_max = (S - H * (H + 1)) // (4 * H + 1) if H * (H + 1) < S else 0
+    R_max = max([R for R in (4 * (S // (4 * (H + 2 * N))), 3, 2, 1)
+                 if _grid_smem(N, H, R) <= S], default=0)
     if variant in (None, "block") and nb_max >= 1:
         return "block", max(1, min(nb_max, math.ceil(N / (blocks or sms))))
     if variant in (None, "grid") and R_max >= 1:
-        return "grid", max(1, min(R_max, math.ceil(H / (blocks or sms))))
+        R = max(1, min(R_max, math.ceil(H / (blocks or sms))))
+        return "grid", R - R % 4 if R > 4 else R           # whole groups of four units
     if variant in (None, "step"):
         return "step", 0
     raise ValueError(f"variant={variant!r} cannot hold N={N}, H={H} in {S} shared-memory "
                      f"elements of {np.dtype(dtype)}")
 
 
-def _threads(items, threads):
-    cap = MAX_THREADS if threads is None else int(threads)
-    return max(1, min(cap, 32 * math.ceil(items / 32)))
+def _grid_smem(N, H, R, P=1):
+    """Shared elements of a ``grid`` block: R rows of W (padded to a multiple of four),
+    the backward's N·R squares and P lanes' partial sums of N·R (padded) dots."""
+    R4 = 4 * math.ceil(R / 4)
+    return R4 * H + N * R + P * N * R4
+
+
+def _lanes(outputs, slots, H, cap, room, lanes=None):
+    """``(P, threads)``: P lanes share each output's dot (a power of two ≤ 32 with at
+    least four products a lane) while P·outputs threads fit ``cap`` and P·slots partial
+    sums fit ``room`` shared elements; threads are whole warps, at most ``cap``.
+    ``lanes`` forces P (tests use it to cover every reduction depth)."""
+    cap = 32 * max(1, int(cap) // 32)
+    P = 1
+    if lanes is not None:
+        P = int(lanes)
+        if P < 1 or P > 32 or P & (P - 1) or P * slots > room:
+            raise ValueError(f"lanes must be a power of two in [1, 32] whose {slots} partial "
+                             f"sums each fit {room} shared elements, got {lanes!r}")
+    else:
+        while 2 * P <= 32 and 8 * P <= H and 2 * P * outputs <= cap and 2 * P * slots <= room:
+            P *= 2
+    return P, min(cap, 32 * math.ceil(P * outputs / 32))
+
+
+def _block_launch(N, H, dtype, nb, threads, lanes, backward):
+    """Blocks, lanes and threads of the ``block`` variant (forward or backward)."""
+    rows = min(nb, N)
+    width = rows * H + (rows if backward else 0)
+    room = cr.smem_elements(dtype) - H * (H + 1) - (3 if backward else 2) * nb * H
+    P, th = _lanes(width, width, H, MAX_THREADS if threads is None else threads, room, lanes)
+    return math.ceil(N / nb), P, th
+
+
+def _grid_launch(kernel, args, N, H, dtype, R, threads, lanes, backward):
+    """Blocks, lanes and threads of the ``grid`` variant, or None when its blocks cannot
+    all be resident at once (threads are halved until they can, down to one warp)."""
+    G = math.ceil(H / R)
+    G4 = math.ceil(min(R, H) / 4)
+    room = cr.smem_elements(dtype) - G4 * 4 * H - (N * R if backward else 0)
+    per_sm = math.ceil(G / _device_info())
+    cap = MAX_THREADS // per_sm if threads is None else threads   # registers: ~64 a thread
+    while True:
+        P, th = _lanes(N * G4, N * G4 * 4, H, cap, room, lanes)
+        if _fits_cooperative(kernel, args, G, th):
+            return G, P, th
+        if th <= 32:
+            return None
+        cap = th // 2
 
 
 _coop_limits = {}
@@ -284,13 +335,13 @@ def _fits_cooperative(kernel, args, blocks, threads):
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
-                       blocks=None, overwrite_U=False, variant=None, threads=None):
+                       blocks=None, overwrite_U=False, variant=None, threads=None, lanes=None):
     """Run the forward recurrence on the GPU; return every hidden state ``A`` (T, N, H).
 
     Same contract as :func:`numba_rnn.kernels.cpu.recurrence_forward` (``parallel``
     is ignored). ``variant`` forces ``"block"``, ``"grid"`` or ``"step"``;
     ``blocks`` asks for a number of blocks (see :func:`plan`); ``threads`` caps the
-    threads per block.
+    threads per block and ``lanes`` forces the lanes per dot product.
     """
     T, N, H = U.shape
     A = U if overwrite_U else empty(U.shape, U.dtype)
@@ -298,19 +349,20 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     k = _kernels(U.dtype)
     which, size = plan(N, H, U.dtype, variant, blocks)
     if which == "block":
-        th = _threads(size * H, threads)
-        forward = ca.launch(k["forward_block"], math.ceil(N / size), th)
-        forward(U, W_aa, a0, lens, kind, bool(reverse), size, A)
+        nblocks, P, th = _block_launch(N, H, U.dtype, size, threads, lanes, False)
+        ca.launch(k["forward_block"], nblocks, th)(U, W_aa, a0, lens, kind, bool(reverse),
+                                                   size, P, A)
         return A
     if which == "grid":
-        G = math.ceil(H / size)
-        th = _threads(N * size, threads)
-        args = (U, W_aa, a0, lens, kind, bool(reverse), size, A)
-        if _fits_cooperative(k["forward_grid"], args, G, th):
-            ca.launch(k["forward_grid"], G, th)(*args)
+        args = (U, W_aa, a0, lens, kind, bool(reverse), size, 1, A)
+        fit = _grid_launch(k["forward_grid"], args, N, H, U.dtype, size, threads, lanes, False)
+        if fit is not None:
+            G, P, th = fit
+            ca.launch(k["forward_grid"], G, th)(*args[:7], P, A)
             return A
         if variant == "grid":
-            raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
+            raise ValueError(f"variant='grid' needs {math.ceil(H / size)} co-resident blocks "
+                             f"for H={H}")
     step = ca.over(k["forward_step"], N * H)
     for s in range(T):                                     # fallback: a launch per step
         t = T - 1 - s if reverse else s
@@ -320,7 +372,7 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
 
 
 def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, lengths=None,
-                        blocks=None, variant=None, threads=None):
+                        blocks=None, variant=None, threads=None, lanes=None):
     """Run BPTT on the GPU; returns ``(delta, dh0, norms)`` as the CPU twin does."""
     T, N, H = A.shape
     delta = empty(A.shape, A.dtype)
@@ -330,22 +382,23 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     k = _kernels(A.dtype)
     which, size = plan(N, H, A.dtype, variant, blocks)
     if which == "block":
-        th = _threads(size * H, threads)
+        nblocks, P, th = _block_launch(N, H, A.dtype, size, threads, lanes, True)
         dh0 = empty((N, H), A.dtype)
-        backward = ca.launch(k["backward_block"], math.ceil(N / size), th)
-        backward(dA, A, W_aa, carry, lens, kind, bool(reverse), size, delta, norms, dh0)
+        ca.launch(k["backward_block"], nblocks, th)(dA, A, W_aa, carry, lens, kind,
+                                                    bool(reverse), size, P, delta, norms, dh0)
         return delta, dh0, norms
     if which == "grid":
-        G = math.ceil(H / size)
-        th = _threads(N * size, threads)
-        partial = empty((T, N, G), A.dtype)
-        args = (dA, A, W_aa, lens, kind, bool(reverse), size, carry, delta, partial)
-        if _fits_cooperative(k["backward_grid"], args, G, th):
-            ca.launch(k["backward_grid"], G, th)(*args)
+        partial = empty((T, N, math.ceil(H / size)), A.dtype)
+        args = (dA, A, W_aa, lens, kind, bool(reverse), size, 1, carry, delta, partial)
+        fit = _grid_launch(k["backward_grid"], args, N, H, A.dtype, size, threads, lanes, True)
+        if fit is not None:
+            G, P, th = fit
+            ca.launch(k["backward_grid"], G, th)(*args[:7], P, *args[8:])
             ca.over(k["finish_norms"], T * N)(partial, norms)
             return delta, carry, norms
         if variant == "grid":
-            raise ValueError(f"variant='grid' needs {G} co-resident blocks for H={H}")
+            raise ValueError(f"variant='grid' needs {math.ceil(H / size)} co-resident blocks "
+                             f"for H={H}")
     gsq = empty((N, H), A.dtype)
     step_delta = ca.over(k["backward_step_delta"], N * H)
     step_carry = ca.over(k["backward_step_carry"], N * H)

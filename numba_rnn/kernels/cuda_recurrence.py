@@ -70,62 +70,118 @@ def build(dtype):
             return g * (one - a * a)
         return g if a > zero else zero
 
+    # ------------------------------------------------------------------ shared pieces
+    @cuda.jit(device=True)
+    def dot_shared(sm, a, b, n, p, P):
+        """Σ over k ≡ p (mod P), k < n, of sm[a + k]·sm[b + k]: lane p's share of a dot."""
+        acc = zero
+        for k in range(p, n, P):
+            acc += sm[a + k] * sm[b + k]
+        return acc
+
+    @cuda.jit(device=True)
+    def dot4_global(sm, base, H, src, n, p, P):
+        """Lane p's share of four dots: rows base, base+H, +2H, +3H of ``sm`` against
+        src[n, :] (global, read once per k for all four; lanes read consecutive k)."""
+        z0 = zero
+        z1 = zero
+        z2 = zero
+        z3 = zero
+        for k in range(p, H, P):
+            v = src[n, k]
+            z0 += sm[base + k] * v
+            z1 += sm[base + H + k] * v
+            z2 += sm[base + 2 * H + k] * v
+            z3 += sm[base + 3 * H + k] * v
+        return z0, z1, z2, z3
+
+    @cuda.jit(device=True)
+    def lane_sum(sm, buf, width, P, tid, nt):
+        """sm[buf + p·width + i] summed over the P lanes (a power of two) into
+        sm[buf + i], halving with a block barrier per level. The caller has synchronised
+        after writing the partials; the sums are ready for every thread on return."""
+        half = P // 2
+        while half > 0:
+            for i in range(tid, half * width, nt):
+                sm[buf + i] += sm[buf + i + half * width]
+            cuda.syncthreads()
+            half //= 2
+
     # ------------------------------------------------------------------ block variant
     @cuda.jit
-    def forward_block(U, W, a0, lengths, kind, reverse, nb, A):
-        """Block b: batch rows [b·nb, b·nb + nb), all H units; shared: Wᵀ, two states."""
+    def forward_block(U, W, a0, lengths, kind, reverse, nb, P, A):
+        """Block b: batch rows [b·nb, b·nb + nb), all H units.
+
+        Shared: W (rows padded to H + 1, so lanes of different rows fall in different
+        banks), two (nb, H) state buffers and P lanes' partial dots. Each output
+        (r, j) is P lanes' partial dots over k ≡ p (mod P), summed by ``lane_sum``.
+        """
         T, N, H = U.shape
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
         rows = nb if nb < N - n0 else N - n0
-        HH = H * H
-        for i in range(tid, HH, nt):                      # sm[k·H + j] = W[j, k] = Wᵀ[k, j]
-            k = i // H
-            sm[i] = W[i - k * H, k]
-        cur, nxt = HH, HH + nb * H                        # two (nb, H) state buffers
-        for i in range(tid, rows * H, nt):
+        M = rows * H
+        HP = H + 1
+        for i in range(tid, H * H, nt):                   # sm[j·HP + k] = W[j, k]
+            j = i // H
+            sm[j * HP + i - j * H] = W[j, i - j * H]
+        cur, nxt = H * HP, H * HP + nb * H                # two (nb, H) state buffers
+        buf = H * HP + 2 * nb * H                         # (P, M) partial dots
+        for i in range(tid, M, nt):
             r = i // H
             sm[cur + i] = a0[n0 + r, i - r * H]
         cuda.syncthreads()
+        p, o0, ostep = tid % P, tid // P, nt // P
         for s in range(T):
             t = T - 1 - s if reverse else s
-            for i in range(tid, rows * H, nt):
+            for o in range(o0, M, ostep):                 # z = a<t-1>·Wᵀ, P lanes each
+                r = o // H
+                sm[buf + p * M + o] = dot_shared(sm, (o - r * H) * HP, cur + r * H, H, p, P)
+            cuda.syncthreads()
+            lane_sum(sm, buf, M, P, tid, nt)
+            for i in range(tid, M, nt):
                 r = i // H
                 j = i - r * H
                 n = n0 + r
                 if t < lengths[n]:
-                    z = zero
-                    for k in range(H):
-                        z += sm[k * H + j] * sm[cur + r * H + k]   # z = a<t-1>·Wᵀ
-                    v = act(kind, U[t, n, j] + z)                  # a<t> = g(U<t> + z)
+                    v = act(kind, U[t, n, j] + sm[buf + i])    # a<t> = g(U<t> + z)
                 else:
-                    v = sm[cur + i]                                # padding: a<t> = a<t-1>
+                    v = sm[cur + i]                            # padding: a<t> = a<t-1>
                 A[t, n, j] = v
                 sm[nxt + i] = v
             cuda.syncthreads()
             cur, nxt = nxt, cur
 
     @cuda.jit
-    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, nb, delta, norms, dh0):
-        """Mirror of ``forward_block``; shared: W, the carry, δ<t> and g² of nb rows."""
+    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, nb, P, delta, norms, dh0):
+        """Mirror of ``forward_block`` with Wᵀ: c<t-1>[r, k] = Σ_j Wᵀ[k, j]·δ<t>[r, j].
+
+        Shared: Wᵀ (padded rows), the carry, δ<t> and g<t> of nb rows, and P lanes'
+        partial dots for the rows·H carry entries plus one ‖g<t>‖² per row.
+        """
         T, N, H = A.shape
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
         rows = nb if nb < N - n0 else N - n0
-        HH = H * H
-        for i in range(tid, HH, nt):                      # sm[j·H + k] = W[j, k]
+        M = rows * H
+        HP = H + 1
+        for i in range(tid, H * H, nt):                   # sm[k·HP + j] = W[j, k]
             j = i // H
-            sm[i] = W[j, i - j * H]
-        C, D, S = HH, HH + nb * H, HH + 2 * nb * H        # carry, δ, g² buffers (nb, H)
-        for i in range(tid, rows * H, nt):
+            sm[(i - j * H) * HP + j] = W[j, i - j * H]
+        C = H * HP                                        # carry, δ, g buffers (nb, H)
+        D, G = C + nb * H, C + 2 * nb * H
+        buf = C + 3 * nb * H                              # (P, M + rows) partial dots
+        width = M + rows
+        for i in range(tid, M, nt):
             r = i // H
             sm[C + i] = dh_n[n0 + r, i - r * H]
         cuda.syncthreads()
+        p, o0, ostep = tid % P, tid // P, nt // P
         for s in range(T):
             t = s if reverse else T - 1 - s
-            for i in range(tid, rows * H, nt):
+            for i in range(tid, M, nt):
                 r = i // H
                 j = i - r * H
                 n = n0 + r
@@ -135,65 +191,88 @@ def build(dtype):
                     g = dA[t, n, j] + sm[C + i]           # g<t> = dA<t> + c<t>
                     d = act_grad(kind, g, A[t, n, j])     # δ<t> = g<t> ⊙ g'(a<t>)
                 sm[D + i] = d
-                sm[S + i] = g * g
+                sm[G + i] = g
                 delta[t, n, j] = d
             cuda.syncthreads()
-            for i in range(tid, rows * H, nt):
-                r = i // H
-                k = i - r * H
-                if t < lengths[n0 + r]:                   # padding: the carry passes
-                    c = zero
-                    for j in range(H):
-                        c += sm[j * H + k] * sm[D + r * H + j]    # c<t-1> = δ<t>·W
-                    sm[C + i] = c
-            for r in range(tid, rows, nt):                # ‖g<t>‖ per row, j in order
-                acc = zero
-                for j in range(H):
-                    acc += sm[S + r * H + j]
-                norms[t, n0 + r] = math.sqrt(acc)
+            for o in range(o0, width, ostep):             # c<t-1> = δ<t>·W; then ‖g<t>‖²
+                if o < M:
+                    r = o // H
+                    part = dot_shared(sm, (o - r * H) * HP, D + r * H, H, p, P)
+                else:
+                    r = o - M
+                    part = dot_shared(sm, G + r * H, G + r * H, H, p, P)
+                sm[buf + p * width + o] = part
             cuda.syncthreads()
-        for i in range(tid, rows * H, nt):
+            lane_sum(sm, buf, width, P, tid, nt)
+            for i in range(tid, M, nt):
+                r = i // H
+                if t < lengths[n0 + r]:                   # padding: the carry passes
+                    sm[C + i] = sm[buf + i]
+            for r in range(tid, rows, nt):
+                norms[t, n0 + r] = math.sqrt(sm[buf + M + r])
+            cuda.syncthreads()
+        for i in range(tid, M, nt):
             r = i // H
             dh0[n0 + r, i - r * H] = sm[C + i]
 
     # ------------------------------------------------------------------ grid variant
+    @cuda.jit(device=True)
+    def grid_dots(sm, H, src, N, G4, P, buf, tid, nt):
+        """The block's N·4·G4 dots of src rows (global) against its 4·G4 shared weight
+        rows, P lanes each, summed into sm[buf + (n·G4 + g)·4 + q] (g·4 + q = unit)."""
+        p, o0, ostep = tid % P, tid // P, nt // P
+        width = N * G4 * 4
+        for o in range(o0, N * G4, ostep):
+            n = o // G4
+            z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
+            at = buf + p * width + o * 4
+            sm[at] = z0
+            sm[at + 1] = z1
+            sm[at + 2] = z2
+            sm[at + 3] = z3
+        cuda.syncthreads()
+        lane_sum(sm, buf, width, P, tid, nt)
+
     @cuda.jit
-    def forward_grid(U, W, a0, lengths, kind, reverse, R, A):
-        """Block g: hidden units [g·R, g·R + R) of every row; shared: those columns of Wᵀ."""
+    def forward_grid(U, W, a0, lengths, kind, reverse, R, P, A):
+        """Block g: hidden units [g·R, g·R + R) of every row.
+
+        Shared: those rows of W (padded with zero rows to a multiple of four, so one
+        read of a<t-1>[n, k] serves four units), and P lanes' partial dots.
+        """
         T, N, H = U.shape
         sm = cuda.shared.array(SMEM, dt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         j0 = cuda.blockIdx.x * R
         cols = R if R < H - j0 else H - j0
-        for i in range(tid, H * cols, nt):                # sm[k·cols + jj] = W[j0 + jj, k]
-            k = i // cols
-            sm[i] = W[j0 + i - k * cols, k]
+        G4 = (cols + 3) // 4
+        for i in range(tid, G4 * 4 * H, nt):              # sm[jj·H + k] = W[j0 + jj, k]
+            jj = i // H
+            sm[i] = W[j0 + jj, i - jj * H] if jj < cols else zero
+        buf = G4 * 4 * H
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
         for s in range(T):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
+            if s == 0:                                    # z = a<t-1>·Wᵀ for our units
+                grid_dots(sm, H, a0, N, G4, P, buf, tid, nt)
+            else:
+                grid_dots(sm, H, A[tp], N, G4, P, buf, tid, nt)
             for i in range(tid, N * cols, nt):
                 n = i // cols
                 jj = i - n * cols
                 j = j0 + jj
                 if t < lengths[n]:
-                    z = zero
-                    if s == 0:
-                        for k in range(H):
-                            z += sm[k * cols + jj] * a0[n, k]
-                    else:
-                        for k in range(H):
-                            z += sm[k * cols + jj] * A[tp, n, k]
-                    v = act(kind, U[t, n, j] + z)
+                    v = act(kind, U[t, n, j] + sm[buf + (n * G4 + jj // 4) * 4 + jj % 4])
                 else:
                     v = a0[n, j] if s == 0 else A[tp, n, j]
                 A[t, n, j] = v
             grid.sync()                                   # a<t> complete before step t+1
 
     @cuda.jit
-    def backward_grid(dA, A, W, lengths, kind, reverse, R, carry, delta, partial):
-        """Mirror of ``forward_grid``: block g owns units [g·R, g·R + R) of the carry.
+    def backward_grid(dA, A, W, lengths, kind, reverse, R, P, carry, delta, partial):
+        """Mirror of ``forward_grid`` with Wᵀ: block g owns units [g·R, g·R + R) of the carry.
 
         ``carry`` (N, H) starts as ∂L/∂h_n and ends as ∂L/∂a0; each block touches its
         own columns only. ``partial[t, n, g]`` receives Σ g<t>² over the block's units.
@@ -204,10 +283,12 @@ def build(dtype):
         blk = cuda.blockIdx.x
         k0 = blk * R
         cols = R if R < H - k0 else H - k0
-        for i in range(tid, H * cols, nt):                # sm[j·cols + kk] = W[j, k0 + kk]
-            j = i // cols
-            sm[i] = W[j, k0 + i - j * cols]
-        S = H * cols                                      # g² buffer (N, cols)
+        G4 = (cols + 3) // 4
+        for i in range(tid, G4 * 4 * H, nt):              # sm[kk·H + j] = W[j, k0 + kk]
+            kk = i // H
+            sm[i] = W[i - kk * H, k0 + kk] if kk < cols else zero
+        S = G4 * 4 * H                                    # g² buffer (N, cols)
+        buf = S + N * cols
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
         for s in range(T):
@@ -229,14 +310,13 @@ def build(dtype):
                     acc += sm[S + n * cols + kk]
                 partial[t, n, blk] = acc
             grid.sync()                                   # δ<t> complete before c<t-1>
+            grid_dots(sm, H, delta[t], N, G4, P, buf, tid, nt)
             for i in range(tid, N * cols, nt):
                 n = i // cols
                 kk = i - n * cols
                 if t < lengths[n]:
-                    c = zero
-                    for j in range(H):
-                        c += sm[j * cols + kk] * delta[t, n, j]
-                    carry[n, k0 + kk] = c
+                    carry[n, k0 + kk] = sm[buf + (n * G4 + kk // 4) * 4 + kk % 4]
+            cuda.syncthreads()
 
     @cuda.jit
     def finish_norms(partial, norms):
