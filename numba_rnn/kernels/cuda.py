@@ -484,15 +484,16 @@ def norm_and_coef(arrays, p, max_norm=0.0):
     """
     arrays = [a for a in arrays if a.size]
     partial = cuda.device_array(max(1, REDUCE_BLOCKS * len(arrays)), dtype=np.float64)
-    ca.fill[1, 1](partial[:1], 0)
+    ca.launch(ca.fill, 1, 1)(partial[:1], 0)
     for i, g in enumerate(arrays):
         blocks = min(REDUCE_BLOCKS, math.ceil(g.size / cp.REDUCE_THREADS))
         if blocks < REDUCE_BLOCKS:     # unused slots of this array's range must be zero
-            ca.fill[1, REDUCE_BLOCKS](partial[i * REDUCE_BLOCKS:(i + 1) * REDUCE_BLOCKS], 0)
-        cp.norm_partial[blocks, cp.REDUCE_THREADS](_flat(g), float(p), partial,
+            ca.launch(ca.fill, 1, REDUCE_BLOCKS)(partial[i * REDUCE_BLOCKS:(i + 1) * REDUCE_BLOCKS],
+                                                 0)
+        ca.launch(cp.norm_partial, blocks, cp.REDUCE_THREADS)(_flat(g), float(p), partial,
                                                    i * REDUCE_BLOCKS)
     out = cuda.device_array(2, dtype=np.float64)
-    cp.finish_norm[1, 1](partial, float(p), float(max_norm), out)
+    ca.launch(cp.finish_norm, 1, 1)(partial, float(p), float(max_norm), out)
     return out
 
 

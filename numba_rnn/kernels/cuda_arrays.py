@@ -18,9 +18,10 @@ if not SIMULATOR:
     from numba.core import config as _config
     SIMULATOR = bool(_config.ENABLE_CUDASIM)
 
-# numba-cuda's warning for grids under 128 blocks (its own NumbaPerformanceWarning class,
-# not numba.core's, so it is matched by message)
-_LOW_OCCUPANCY = r"Grid size \d+ will likely result in GPU under-utilization"
+# numba-cuda's warning for grids under 128 blocks: its own NumbaPerformanceWarning class,
+# not numba.core's, so it is matched by message, which numba prefixes with a terminal
+# highlight (the filter's regex is anchored at the start)
+_LOW_OCCUPANCY = r".*Grid size \d+ will likely result in GPU under-utilization"
 _configured = {}
 
 
