@@ -262,7 +262,8 @@ def plan(N, H, dtype, variant=None, blocks=None):
         return "block", max(1, min(nb_max, math.ceil(N / (blocks or sms))))
     if variant in (None, "grid") and R_max >= 1:
         R = max(1, min(R_max, math.ceil(H / (blocks or sms))))
-        return "grid", R - R % 4 if R > 4 else R           # whole groups of four units
+        R4 = 4 * math.ceil(R / 4)                           # whole groups of four units
+        return "grid", R4 if R4 <= R_max else R - R % 4 if R > 4 else R
     if variant in (None, "step"):
         return "step", 0
     raise ValueError(f"variant={variant!r} cannot hold N={N}, H={H} in {S} shared-memory "
@@ -294,44 +295,52 @@ def _lanes(outputs, slots, H, cap, room, lanes=None):
     return P, min(cap, 32 * math.ceil(P * outputs / 32))
 
 
-def _block_launch(N, H, dtype, nb, threads, lanes, backward):
-    """Blocks, lanes and threads of the ``block`` variant (forward or backward)."""
+def _block_launch(kernel, args, N, H, dtype, nb, threads, lanes, backward):
+    """``(blocks, P, threads, shared bytes)`` of the ``block`` variant."""
     rows = min(nb, N)
     width = rows * H + (rows if backward else 0)
-    room = cr.smem_elements(dtype) - H * (H + 1) - (3 if backward else 2) * nb * H
-    P, th = _lanes(width, width, H, MAX_THREADS if threads is None else threads, room, lanes)
-    return math.ceil(N / nb), P, th
+    fixed = H * (H + 1) + (3 if backward else 2) * nb * H
+    cap = min(MAX_THREADS if threads is None else threads, _compiled(kernel, args)[0])
+    P, th = _lanes(width, width, H, cap, cr.smem_elements(dtype) - fixed, lanes)
+    return math.ceil(N / nb), P, th, (fixed + P * width) * np.dtype(dtype).itemsize
 
 
 def _grid_launch(kernel, args, N, H, dtype, R, threads, lanes, backward):
-    """Blocks, lanes and threads of the ``grid`` variant, or None when its blocks cannot
-    all be resident at once (threads are halved until they can, down to one warp)."""
+    """``(blocks, P, threads, shared bytes)`` of the ``grid`` variant, or None when its
+    blocks cannot all be resident at once (threads are halved until they can, down to
+    one warp)."""
     G = math.ceil(H / R)
     G4 = math.ceil(min(R, H) / 4)
-    room = cr.smem_elements(dtype) - G4 * 4 * H - (N * R if backward else 0)
+    fixed = G4 * 4 * H + (N * R if backward else 0)
     per_sm = math.ceil(G / _device_info())
-    cap = MAX_THREADS // per_sm if threads is None else threads   # registers: ~64 a thread
+    limit, co_resident = _compiled(kernel, args)
+    cap = min(MAX_THREADS // per_sm if threads is None else threads, limit)
     while True:
-        P, th = _lanes(N * G4, N * G4 * 4, H, cap, room, lanes)
-        if _fits_cooperative(kernel, args, G, th):
-            return G, P, th
+        P, th = _lanes(N * G4, N * G4 * 4, H, cap, cr.smem_elements(dtype) - fixed, lanes)
+        shared = (fixed + P * N * G4 * 4) * np.dtype(dtype).itemsize
+        if G <= co_resident(th, shared):
+            return G, P, th, shared
         if th <= 32:
             return None
         cap = th // 2
 
 
-_coop_limits = {}
+_compiled_kernels = {}
 
 
-def _fits_cooperative(kernel, args, blocks, threads):
-    """True when ``blocks`` blocks of ``kernel`` can all be resident at once."""
+def _compiled(kernel, args):
+    """``(max threads per block, co-resident blocks(threads, shared bytes))`` of the
+    kernel compiled for ``args``. The simulator has no limits but runs cooperative
+    grids of one block only."""
     if SIMULATOR:
-        return blocks == 1          # the simulator runs cooperative grids of one block
+        return MAX_THREADS, lambda threads, shared: 1
     argtypes = tuple(kernel.typeof_pyval(a) for a in args)
-    key = (id(kernel), argtypes, threads)
-    if key not in _coop_limits:
-        _coop_limits[key] = kernel.compile(argtypes).max_cooperative_grid_blocks(threads)
-    return blocks <= _coop_limits[key]
+    key = (id(kernel), argtypes)
+    if key not in _compiled_kernels:
+        compiled = kernel.compile(argtypes)
+        _compiled_kernels[key] = (compiled.max_threads_per_block,
+                                  compiled.max_cooperative_grid_blocks)
+    return _compiled_kernels[key]
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths=None,
@@ -349,16 +358,17 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     k = _kernels(U.dtype)
     which, size = plan(N, H, U.dtype, variant, blocks)
     if which == "block":
-        nblocks, P, th = _block_launch(N, H, U.dtype, size, threads, lanes, False)
-        ca.launch(k["forward_block"], nblocks, th)(U, W_aa, a0, lens, kind, bool(reverse),
-                                                   size, P, A)
+        args = (U, W_aa, a0, lens, kind, bool(reverse), size, 1, A)
+        nblocks, P, th, shared = _block_launch(k["forward_block"], args, N, H, U.dtype, size,
+                                               threads, lanes, False)
+        ca.launch(k["forward_block"], nblocks, th, shared)(*args[:7], P, A)
         return A
     if which == "grid":
         args = (U, W_aa, a0, lens, kind, bool(reverse), size, 1, A)
         fit = _grid_launch(k["forward_grid"], args, N, H, U.dtype, size, threads, lanes, False)
         if fit is not None:
-            G, P, th = fit
-            ca.launch(k["forward_grid"], G, th)(*args[:7], P, A)
+            G, P, th, shared = fit
+            ca.launch(k["forward_grid"], G, th, shared)(*args[:7], P, A)
             return A
         if variant == "grid":
             raise ValueError(f"variant='grid' needs {math.ceil(H / size)} co-resident blocks "
@@ -382,18 +392,19 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     k = _kernels(A.dtype)
     which, size = plan(N, H, A.dtype, variant, blocks)
     if which == "block":
-        nblocks, P, th = _block_launch(N, H, A.dtype, size, threads, lanes, True)
         dh0 = empty((N, H), A.dtype)
-        ca.launch(k["backward_block"], nblocks, th)(dA, A, W_aa, carry, lens, kind,
-                                                    bool(reverse), size, P, delta, norms, dh0)
+        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), size, 1, delta, norms, dh0)
+        nblocks, P, th, shared = _block_launch(k["backward_block"], args, N, H, A.dtype, size,
+                                               threads, lanes, True)
+        ca.launch(k["backward_block"], nblocks, th, shared)(*args[:8], P, *args[9:])
         return delta, dh0, norms
     if which == "grid":
         partial = empty((T, N, math.ceil(H / size)), A.dtype)
         args = (dA, A, W_aa, lens, kind, bool(reverse), size, 1, carry, delta, partial)
         fit = _grid_launch(k["backward_grid"], args, N, H, A.dtype, size, threads, lanes, True)
         if fit is not None:
-            G, P, th = fit
-            ca.launch(k["backward_grid"], G, th)(*args[:7], P, *args[8:])
+            G, P, th, shared = fit
+            ca.launch(k["backward_grid"], G, th, shared)(*args[:7], P, *args[8:])
             ca.over(k["finish_norms"], T * N)(partial, norms)
             return delta, carry, norms
         if variant == "grid":

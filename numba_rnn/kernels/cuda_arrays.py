@@ -25,8 +25,9 @@ _LOW_OCCUPANCY = r".*Grid size \d+ will likely result in GPU under-utilization"
 _configured = {}
 
 
-def launch(kernel, blocks, threads):
-    """``kernel[blocks, threads]``, configured once per (kernel, blocks, threads).
+def launch(kernel, blocks, threads, shared=0):
+    """``kernel[blocks, threads]`` (with ``shared`` bytes of dynamic shared memory),
+    configured once per (kernel, blocks, threads, shared).
 
     Our kernels run few blocks by design (a persistent recurrence owns the GPU with
     one block per slice; many launches cover a vector of a few hundred elements), and
@@ -37,13 +38,13 @@ def launch(kernel, blocks, threads):
     so there it is configured at every call.
     """
     if SIMULATOR:
-        return kernel[blocks, threads]
-    key = (kernel, blocks, threads)
+        return kernel[blocks, threads, 0, shared]
+    key = (kernel, blocks, threads, shared)
     configured = _configured.get(key)
     if configured is None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_LOW_OCCUPANCY)
-            configured = _configured[key] = kernel[blocks, threads]
+            configured = _configured[key] = kernel[blocks, threads, 0, shared]
     return configured
 
 

@@ -36,23 +36,25 @@ is used instead.
 """
 import math
 
+import numba
 import numpy as np
 from numba import cuda
 
 from .activations import TANH
 
-SMEM_BYTES = 46 * 1024          # static shared memory a block may use (numba's cap is 48 KB)
+SMEM_BYTES = 46 * 1024   # dynamic shared memory a block may ask for (48 KB without opt-in)
 
 
 def smem_elements(dtype):
-    """How many elements of ``dtype`` one block keeps in shared memory."""
+    """How many elements of ``dtype`` one block may keep in shared memory (each launch
+    asks for what its shape needs, so smaller blocks leave room for more per SM)."""
     return SMEM_BYTES // np.dtype(dtype).itemsize
 
 
 def build(dtype):
     """Compile-on-first-use kernels for one float dtype; returns a namespace dict."""
     dt = np.dtype(dtype).type
-    SMEM = smem_elements(dtype)
+    sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's shared arrays want it
     zero = dt(0)
     one = dt(1)
 
@@ -117,7 +119,7 @@ def build(dtype):
         (r, j) is P lanes' partial dots over k ≡ p (mod P), summed by ``lane_sum``.
         """
         T, N, H = U.shape
-        sm = cuda.shared.array(SMEM, dt)
+        sm = cuda.shared.array(0, sdt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
         rows = nb if nb < N - n0 else N - n0
@@ -135,6 +137,7 @@ def build(dtype):
         p, o0, ostep = tid % P, tid // P, nt // P
         for s in range(T):
             t = T - 1 - s if reverse else s
+            u = U[t, n0 + tid // H, tid % H] if tid < M else zero   # in flight meanwhile
             for o in range(o0, M, ostep):                 # z = a<t-1>·Wᵀ, P lanes each
                 r = o // H
                 sm[buf + p * M + o] = dot_shared(sm, (o - r * H) * HP, cur + r * H, H, p, P)
@@ -145,7 +148,7 @@ def build(dtype):
                 j = i - r * H
                 n = n0 + r
                 if t < lengths[n]:
-                    v = act(kind, U[t, n, j] + sm[buf + i])    # a<t> = g(U<t> + z)
+                    v = act(kind, (u if i == tid else U[t, n, j]) + sm[buf + i])  # g(U + z)
                 else:
                     v = sm[cur + i]                            # padding: a<t> = a<t-1>
                 A[t, n, j] = v
@@ -161,7 +164,7 @@ def build(dtype):
         partial dots for the rows·H carry entries plus one ‖g<t>‖² per row.
         """
         T, N, H = A.shape
-        sm = cuda.shared.array(SMEM, dt)
+        sm = cuda.shared.array(0, sdt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         n0 = cuda.blockIdx.x * nb
         rows = nb if nb < N - n0 else N - n0
@@ -241,7 +244,7 @@ def build(dtype):
         read of a<t-1>[n, k] serves four units), and P lanes' partial dots.
         """
         T, N, H = U.shape
-        sm = cuda.shared.array(SMEM, dt)
+        sm = cuda.shared.array(0, sdt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         j0 = cuda.blockIdx.x * R
         cols = R if R < H - j0 else H - j0
@@ -255,6 +258,7 @@ def build(dtype):
         for s in range(T):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
+            u = U[t, tid // cols, j0 + tid % cols] if tid < N * cols else zero
             if s == 0:                                    # z = a<t-1>·Wᵀ for our units
                 grid_dots(sm, H, a0, N, G4, P, buf, tid, nt)
             else:
@@ -264,7 +268,8 @@ def build(dtype):
                 jj = i - n * cols
                 j = j0 + jj
                 if t < lengths[n]:
-                    v = act(kind, U[t, n, j] + sm[buf + (n * G4 + jj // 4) * 4 + jj % 4])
+                    z = sm[buf + (n * G4 + jj // 4) * 4 + jj % 4]
+                    v = act(kind, (u if i == tid else U[t, n, j]) + z)
                 else:
                     v = a0[n, j] if s == 0 else A[tp, n, j]
                 A[t, n, j] = v
@@ -278,7 +283,7 @@ def build(dtype):
         own columns only. ``partial[t, n, g]`` receives Σ g<t>² over the block's units.
         """
         T, N, H = A.shape
-        sm = cuda.shared.array(SMEM, dt)
+        sm = cuda.shared.array(0, sdt)
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         blk = cuda.blockIdx.x
         k0 = blk * R
