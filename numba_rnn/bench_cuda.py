@@ -133,12 +133,20 @@ def _measure(gpu, shape, dtype, repeats):
         _, _, cache = rnn.forward(x)
         rnn.backward(cache, dA)
     ours = {"forward": lambda: rnn(x), "train": ours_train}
+    # the recurrence kernels alone: no projection, products or Python layer around them
+    P = rnn.params
+    U = gpu.input_projection(x, P["W_ax_l0"], P["b_a_l0"])
+    a0 = gpu.zeros((N, H), dtype)
+    A = gpu.recurrence_forward(U, P["W_aa_l0"], a0, rnn._kind)
+    kernels = {"forward": lambda: gpu.recurrence_forward(U, P["W_aa_l0"], a0, rnn._kind),
+               "train": lambda: (gpu.recurrence_forward(U, P["W_aa_l0"], a0, rnn._kind),
+                                 gpu.recurrence_backward(dA, A, P["W_aa_l0"], None, rnn._kind))}
     variant, size = gpu.plan(N, H, dtype)
     blocks = -(-N // size) if variant == "block" else -(-H // size) if variant == "grid" else 0
     sync_us = grid_sync_floor_us(T, blocks) if variant == "grid" else None
     rows = []
     for op in ("forward", "train"):
-        fns = {"ours": ours[op]}
+        fns = {"ours": ours[op], "kernels": kernels[op]}
         if peer is not None:
             fns["cudnn"] = peer[op]
             fns["floor"] = peer["floor_" + op]
@@ -155,6 +163,7 @@ def _measure(gpu, shape, dtype, repeats):
             "cudnn_ms": ms.get("cudnn"), "floor_ms": ms.get("floor"),
             "ratio_cudnn": ms["ours"] / ms["cudnn"] if "cudnn" in ms else None,
             "ours_us_per_step": ms["ours"] * 1e3 / steps,
+            "kernel_us_per_step": ms["kernels"] * 1e3 / steps,
             "grid_sync_floor_us": sync_us,
             "tf32": None if peer is None else peer["tf32"],
             "target": TARGETS[shape],
@@ -165,7 +174,8 @@ def _measure(gpu, shape, dtype, repeats):
 def table(rows):
     """A Markdown table of GPU results."""
     lines = ["| shape | op | variant (blocks) | ours ms | cuDNN ms | ours/cuDNN | target | "
-             "µs/step | grid-sync floor µs | cuBLAS floor ms |", "|" + " --- |" * 10]
+             "µs/step | recurrence kernels µs/step | grid-sync floor µs | cuBLAS floor ms |",
+             "|" + " --- |" * 11]
 
     def f(v, fmt=".3g"):
         return "—" if v is None else format(v, fmt)
@@ -173,6 +183,7 @@ def table(rows):
         lines.append(f"| {r['shape']} | {r['op']} | {r['variant']} ({r['blocks']}) | "
                      f"{f(r['ours_ms'])} | {f(r['cudnn_ms'])} | {f(r['ratio_cudnn'], '.2f')} | "
                      f"≤ {r['target']} | {f(r['ours_us_per_step'])} | "
+                     f"{f(r.get('kernel_us_per_step'))} | "
                      f"{f(r['grid_sync_floor_us'])} | {f(r['floor_ms'])} |")
     return "\n".join(lines)
 

@@ -56,7 +56,9 @@ def test_cuda_bench_table_and_targets():
            "ratio_cudnn": 0.4, "ours_us_per_step": 0.5, "grid_sync_floor_us": None,
            "target": 0.5}
     text = bench_cuda.table([row])
-    assert "| tiny | forward | block (16) | 0.1 | 0.25 | 0.40 | ≤ 0.5 | 0.5 | — | — |" in text
+    assert "| tiny | forward | block (16) | 0.1 | 0.25 | 0.40 | ≤ 0.5 | 0.5 | — | — | — |" in text
+    text = bench_cuda.table([dict(row, kernel_us_per_step=0.25, grid_sync_floor_us=0.125)])
+    assert "| 0.5 | 0.25 | 0.125 | — |" in text
 
 
 def test_alternating_timer_pairs_ours_with_each_peer():

@@ -367,6 +367,20 @@ def test_no_gpu_gives_a_clear_error():
     assert issubclass(CudaUnavailableError, RuntimeError)
 
 
+def test_bench_rows_run_end_to_end(monkeypatch):
+    """The GPU bench's plumbing (ours, the recurrence kernels alone, rows, table) at a toy
+    shape; in the simulator its refusal to time is lifted, as the numbers mean nothing."""
+    from numba_rnn import bench_cuda
+    monkeypatch.setitem(bench_cuda.SHAPES, "toy", (2, 3, 4, 3))
+    monkeypatch.setitem(bench_cuda.TARGETS, "toy", 1.0)
+    monkeypatch.setattr(bench_cuda, "_gpu", lambda: gpu)
+    rows = bench_cuda.run(("toy",), repeats=1, progress=False)
+    assert [r["op"] for r in rows] == ["forward", "train"]
+    for r in rows:
+        assert r["variant"] == "block" and r["ours_ms"] > 0 and r["kernel_us_per_step"] > 0
+    assert f"| toy | train | block ({rows[1]['blocks']}) |" in bench_cuda.table(rows)
+
+
 def test_against_cudnn_when_a_gpu_and_torch_are_present():
     torch = pytest.importorskip("torch")
     if gpu.SIMULATOR or not torch.cuda.is_available():
