@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU backend's hardware checks in one run, for a machine with an NVIDIA GPU whose
+# Python has numba-cuda, torch (with CUDA) and pytest-xdist: the CUDA tests on the device,
+# then `numba-rnn bench --device cuda`. Logs and the chart go to $OUT (default /tmp/gpu-check).
+# Wheels in .whl/ (e.g. NumPy < 2.5, which numba-cuda 0.30.4 needs) are installed first
+# into /tmp/site, without touching the machine's own packages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c "import numba, numpy; print('numba', numba.__version__, 'numpy', numpy.__version__)"
+} | tee "$OUT/env.txt"
+# -p no:benchmark: pytest-benchmark warns under xdist, and filterwarnings = error stops pytest
+XDIST=(); python3 -c "import xdist" 2> /dev/null && XDIST=(-n "${WORKERS:-8}" -p no:benchmark)
+timeout "${PYTEST_S:-300}" python3 -m pytest -q -rs "${XDIST[@]}" -p no:cacheprovider \
+  --durations=10 tests/test_cuda.py > "$OUT/pytest.txt" 2>&1
+echo "pytest rc=$?" | tee -a "$OUT/pytest.txt"; grep -E " passed| failed" "$OUT/pytest.txt" | tail -1
+timeout "${BENCH_S:-300}" python3 -m numba_rnn.cli bench --device cuda --repeats "${REPEATS:-7}" \
+  --out "$OUT/bench.png" > "$OUT/bench.txt" 2>&1
+echo "bench rc=$?" | tee -a "$OUT/bench.txt"; grep -v "^\s*$" "$OUT/bench.txt" | tail -16
