@@ -5,8 +5,9 @@ their own (~3 minutes of one core together). The rest of the suite is mostly one
 busy at a time (Numba compiling, Python), so these run beside it on the second core
 of a 2-core CI machine instead of after it: a test decorated with :func:`starts` has
 its process started by ``conftest.pytest_collection_finish`` and, when the test itself
-runs, waits for it and checks what it printed. Run alone (``pytest -k``), the test
-starts its process itself. Processes still running when the session ends are killed.
+runs (after every other test: :func:`run_last`), waits for it and checks what it
+printed. Run alone (``pytest -k``), the test starts its process itself. Processes
+still running when the session ends are killed.
 """
 import functools
 import subprocess
@@ -63,6 +64,17 @@ def _without_first(test):
     import inspect
     sig = inspect.signature(test)
     return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+def _waits(item):
+    return getattr(getattr(item, "function", None), "background_start", None) is not None
+
+
+def run_last(items):
+    """Move the tests that wait on a background process to the end (in place, order
+    otherwise kept): collected in file order, the simulator's test came early and the
+    whole suite stood still while it waited (164 s of a 336 s run)."""
+    items[:] = [i for i in items if not _waits(i)] + [i for i in items if _waits(i)]
 
 
 def start_collected(items):

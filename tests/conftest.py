@@ -92,6 +92,10 @@ def check_model_gradients(loss_fn, grads, params, tol=1e-6):
         assert err <= tol, (name, err)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    background.run_last(items)
+
+
 def pytest_collection_finish(session):
     """Start the long subprocess tests now, to run beside the rest (tests/background.py)."""
     background.start_collected(session.items)

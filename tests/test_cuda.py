@@ -38,16 +38,20 @@ def assert_close(a, b, tol=1e-10):
 
 
 # ---------------------------------------------------------------------- recurrences
-# (variant, blocks, lanes per dot): one lane; several, in rounds of 32 threads; 32 lanes
-CASES = [("block", None, None), ("block", 2, 4), ("block", None, 32), ("grid", None, None),
-         ("grid", None, 8), ("step", None, None)]
+# (variant, blocks, lanes per dot, kind, reverse, lengths): every variant with the plan's
+# lanes in every direction and padding; then several lanes in rounds of 32 threads, and 32
+# lanes (five reduction levels), each in two of them
+DIRECTIONS = [(TANH, False, None), (RELU, True, [4, 2, 1]), (TANH, False, [3, 4, 1]),
+              (RELU, False, None), (TANH, True, [4, 2, 1]), (RELU, False, [3, 4, 1])]
+CASES = [(v, None, None, *d) for v in ("block", "grid", "step") for d in DIRECTIONS] + \
+    [(v, b, p, *d) for v, b, p in (("block", 2, 4), ("block", None, 32), ("grid", None, 8))
+     for d in DIRECTIONS[1:3]]
 
 
-@pytest.mark.parametrize("variant,blocks,lanes", CASES,
-                         ids=[f"{v}-{b}-{p}" for v, b, p in CASES])
-@pytest.mark.parametrize("kind", [TANH, RELU], ids=["tanh", "relu"])
-@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1]),
-                                             (False, [3, 4, 1])], ids=["fwd", "rev-len", "fwd-len"])
+@pytest.mark.parametrize("variant,blocks,lanes,kind,reverse,lengths", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-{'relu' if c[3] else 'tanh'}-"
+                              f"{'rev' if c[4] else 'fwd'}{'-len' if c[5] else ''}"
+                              for c in CASES])
 def test_recurrence_kernels_match_cpu(variant, blocks, lanes, kind, reverse, lengths):
     rng = np.random.default_rng(1)
     T, N, H = 4, 3, 5
