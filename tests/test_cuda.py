@@ -141,6 +141,30 @@ def test_plan_picks_the_variant_by_shape():
         gpu.plan(4, 4, f32, variant="warp")
 
 
+def test_plan_and_lanes_on_an_h200(monkeypatch):
+    """The sizes chosen for the bench shapes on 132 SMs (what ran on the H200), and the
+    lane rule: a power of two ≤ 32, ≥ 4 products a lane, within threads and shared memory."""
+    monkeypatch.setattr(gpu, "_device_info", lambda: 132)
+    f32 = np.float32
+    assert [gpu.plan(N, H, f32) for N, H in [(16, 64), (1, 256), (64, 256), (64, 1024),
+                                              (16, 1760), (64, 2560)]] == \
+        [("block", 1), ("grid", 4), ("grid", 4), ("grid", 8), ("grid", 4), ("grid", 4)]
+    room = 46 * 1024 // 4
+    assert gpu._lanes(64, 64, 64, 1024, room) == (16, 1024)       # tiny: 64 dots of 64
+    assert gpu._lanes(1, 4, 256, 1024, room) == (32, 32)          # stream: one group
+    assert gpu._lanes(64, 256, 256, 1024, room) == (16, 1024)     # medium
+    assert gpu._lanes(64, 256, 256, 1024, 1024) == (4, 256)       # shared memory binds
+    assert gpu._lanes(100, 100, 12, 1024, room) == (2, 224)       # H = 12: 6 a lane
+    assert gpu._lanes(100, 100, 7, 1024, room) == (1, 128)        # H = 7: one lane
+    assert gpu._lanes(3, 3, 5, 32, room, lanes=32) == (32, 32)
+    for bad in (3, 0, 64):
+        with pytest.raises(ValueError, match="lanes must be a power of two"):
+            gpu._lanes(3, 3, 5, 32, room, lanes=bad)
+    with pytest.raises(ValueError, match="lanes must be"):
+        gpu._lanes(64, 64, 64, 1024, 100, lanes=4)                # 256 partials > 100
+    assert gpu._grid_smem(64, 1024, 7) == 8 * 1024 + 64 * 7 + 64 * 8
+
+
 # ---------------------------------------------------------------------- products
 @pytest.mark.parametrize("reverse", [False, True])
 def test_products_match_cpu(reverse):
