@@ -409,6 +409,19 @@ def test_bench_rows_run_end_to_end(monkeypatch):
     assert f"| toy | train | block ({rows[1]['blocks']}) |" in bench_cuda.table(rows)
 
 
+def test_gpu_variants_tool_times_every_variant_that_holds_the_shape():
+    """tools/gpu_variants.py (run by tools/gpu_check.sh on a GPU) at a toy shape."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_variants.py")
+    spec = importlib.util.spec_from_file_location("gpu_variants", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    timings = tool.variants(2, 8, 3)
+    assert set(timings) == {"block", "grid", "step"}
+    for fwd_bwd in timings.values():
+        assert isinstance(fwd_bwd, tuple) and min(fwd_bwd) > 0, fwd_bwd
+
+
 def test_against_cudnn_when_a_gpu_and_torch_are_present():
     torch = pytest.importorskip("torch")
     if gpu.SIMULATOR or not torch.cuda.is_available():

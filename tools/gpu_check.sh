@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU backend's hardware checks in one run, for a machine with an NVIDIA GPU whose
 # Python has numba-cuda, torch (with CUDA) and pytest-xdist: the CUDA tests on the device,
-# then `numba-rnn bench --device cuda`. Logs and the chart go to $OUT (default /tmp/gpu-check).
+# `numba-rnn bench --device cuda`, then every recurrence variant timed alone and a profile
+# (tools/gpu_variants.py). Logs and the chart go to $OUT (default /tmp/gpu-check).
 # Wheels in .whl/ (e.g. NumPy < 2.5, which numba-cuda 0.30.4 needs) are installed first
 # into /tmp/site, without touching the machine's own packages.
 set -uo pipefail
@@ -23,3 +24,5 @@ echo "pytest rc=$?" | tee -a "$OUT/pytest.txt"; grep -E " passed| failed" "$OUT/
 timeout "${BENCH_S:-300}" python3 -m numba_rnn.cli bench --device cuda --repeats "${REPEATS:-7}" \
   --out "$OUT/bench.png" > "$OUT/bench.txt" 2>&1
 echo "bench rc=$?" | tee -a "$OUT/bench.txt"; grep -v "^\s*$" "$OUT/bench.txt" | tail -16
+timeout "${VARIANTS_S:-200}" python3 tools/gpu_variants.py > "$OUT/variants.txt" 2>&1
+echo "variants rc=$?" | tee -a "$OUT/variants.txt"; head -8 "$OUT/variants.txt"
