@@ -24,15 +24,8 @@ QUICK = bool(os.environ.get("QUICK"))
 
 
 def median_ms(f, repeats=5):
-    f()
-    cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    """The bench's timer (a warm-up call, then the median of synchronised calls)."""
+    return bench_cuda._timed({"f": f}, repeats, cuda.synchronize)["f"]
 
 
 @cuda.jit
