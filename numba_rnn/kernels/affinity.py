@@ -32,6 +32,7 @@ _lock = threading.Lock()
 _local = threading.local()  # .saved: the calling thread's own cores while pinned()
 _teams = {}            # calling thread's ident -> its workers' cores, or None: not pinned
 _why = "no parallel call yet"
+_UNSEEN = object()
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -81,6 +82,9 @@ def pin_workers():
     nothing is bound (:func:`status` says why)."""
     global _why
     me = threading.get_ident()
+    core = _teams.get(me, _UNSEEN)              # decided already: no lock needed to read it
+    if core is not _UNSEEN:
+        return core
     with _lock:
         if me in _teams:
             return _teams[me]
@@ -112,26 +116,38 @@ def pin_workers():
         return cores[0]
 
 
+def pin_caller(parallel):
+    """Bind the calling thread, for a parallel call, to the core its workers leave it
+    (:func:`pin_workers`); returns the affinity to restore with :func:`unpin_caller`, or
+    None when nothing was bound (serial calls, nothing pinned, that core not allowed)."""
+    core = pin_workers() if parallel else None
+    if core is None:
+        return None
+    saved = os.sched_getaffinity(0)
+    if core not in saved:                       # this thread is kept off that core
+        return None
+    os.sched_setaffinity(0, {core})
+    _local.saved = saved
+    return saved
+
+
+def unpin_caller(saved):
+    """Undo :func:`pin_caller` (``saved``: what it returned)."""
+    if saved is not None:
+        _local.saved = None
+        os.sched_setaffinity(0, saved)
+
+
 @contextlib.contextmanager
 def pinned(parallel):
     """Context manager around a parallel call: the workers on cores of their own
     (:func:`pin_workers`) and the calling thread on the remaining core until the call
     ends, then back on the cores it was allowed before. Serial calls: nothing."""
-    core = pin_workers() if parallel else None
-    if core is None:
-        yield
-        return
-    saved = os.sched_getaffinity(0)
-    if core not in saved:                       # this thread is kept off that core
-        yield
-        return
-    os.sched_setaffinity(0, {core})
-    _local.saved = saved
+    saved = pin_caller(parallel)
     try:
         yield
     finally:
-        _local.saved = None
-        os.sched_setaffinity(0, saved)
+        unpin_caller(saved)
 
 
 def allowed_cores():

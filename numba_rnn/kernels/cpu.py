@@ -44,8 +44,8 @@ panels (:func:`pack_panels`), so every product is a plain row-major GEMM (or a
 dot-form GEMV for N = 1). A reverse
 direction walks time the other way: its "previous" step is t+1.
 """
-import contextlib
 import functools
+import threading
 import types
 
 import numpy as np
@@ -57,8 +57,8 @@ from . import mkl
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
 from .mkl import aligned_empty, packed_product
-from .affinity import allowed_cores, pinned
-from .threads import blas_single_threaded, fast_regions, parallel_guard
+from .affinity import allowed_cores, pin_caller, unpin_caller
+from .threads import blas_single_threaded, fast_regions, guard_enter, guard_exit
 
 
 def _compile(py_func, parallel, engine="openblas"):
@@ -419,10 +419,43 @@ def _aligned_copy(a, dtype, shape=None):
     return out
 
 
+_local = threading.local()      # .scratch: this thread's scratch arrays, by (tag, shape, dtype)
+
+#: Most scratch arrays a thread keeps (:func:`_scratch`); past that they are all dropped.
+SCRATCH_ARRAYS = 64
+
+
+def _scratch(tag, shape, dtype, fill=None):
+    """This thread's scratch array for ``tag`` (what it is for), of ``shape`` and
+    ``dtype``, cache-aligned (:func:`~.mkl.aligned_empty`); ``fill`` its value when it
+    is made (else uninitialised). Kept for the thread's next call of the same shape:
+    the kernels' scratch (step-product buffers, partial sums, the copied initial
+    state) was ~10 allocations of ~4 µs in each tiny-shape train step. Only the calling
+    thread uses it, and only within one kernel call, so concurrent calls from other
+    Python threads have their own; nothing a caller receives is scratch."""
+    arrays = getattr(_local, "scratch", None)
+    if arrays is None:
+        arrays = _local.scratch = {}
+    key = (tag, shape, dtype)
+    out = arrays.get(key)
+    if out is None:
+        if len(arrays) >= SCRATCH_ARRAYS:
+            arrays.clear()
+        out = arrays[key] = aligned_empty(shape, dtype)
+        if fill is not None:
+            out[...] = fill
+    return out
+
+
 def _lengths_or_full(lengths, T, N):
+    """``lengths`` as an int64 array; None: every sequence T steps long (scratch: the
+    kernels only read it)."""
     if lengths is None:
-        return np.full(N, T, dtype=np.int64)
+        return _scratch(("lengths", T), (N,), _INT64, T)
     return np.ascontiguousarray(lengths, dtype=np.int64)
+
+
+_INT64 = np.dtype(np.int64)
 
 
 #: Per-step multiply-adds (N·H·H) from which a layer's recurrence is cut into row
@@ -654,12 +687,13 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=
     """
     T, N, H = U.shape
     A = U if overwrite_U else aligned_empty(U.shape, U.dtype)
-    a0 = _aligned_copy(a0, U.dtype)
+    start = _scratch("a0", (N, H), U.dtype)
+    start[...] = a0
     kernel, blocks, rows, width = _layout(N, H, parallel, blocks, panels)
     Wp = _packed(W_aa.T, width, N, rows)                          # panels of W_aaᵀ
-    _run(_forward_kernels, _forward_panels_kernel, kernel, U, Wp, a0,
+    _run(_forward_kernels, _forward_panels_kernel, kernel, U, Wp, start,
          _lengths_or_full(lengths, T, N), kind, bool(reverse), A,
-         aligned_empty((blocks, Wp.shape[0], rows, width), U.dtype))
+         _scratch("buf", (blocks, Wp.shape[0], rows, width), U.dtype))
     return A
 
 
@@ -678,11 +712,11 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
     Wp = _packed(W_aa, width, N, rows)                            # panels of W_aa
     norms = np.empty((T, N), dtype=A.dtype)
     chunks = -(-H // PANEL_ALIGN)
-    partial = np.empty((2, N, chunks), dtype=A.dtype)
-    squares = np.zeros((N, chunks * PANEL_ALIGN), dtype=A.dtype)
+    partial = _scratch("partial", (2, N, chunks), A.dtype)
+    squares = _scratch("squares", (N, chunks * PANEL_ALIGN), A.dtype, 0)  # 0 past H: kept
     dh0 = _run(_backward_kernels, _backward_panels_kernel, kernel, dA, A, Wp, carry,
                _lengths_or_full(lengths, T, N), kind, bool(reverse), delta, norms, partial,
-               squares, aligned_empty((blocks, Wp.shape[0], rows, width), A.dtype))
+               squares, _scratch("buf", (blocks, Wp.shape[0], rows, width), A.dtype))
     return delta, dh0, norms
 
 
@@ -794,10 +828,13 @@ def _blocks(M, most):
 def _matmul(a, b, bias=None, parallel=False):
     """``a·b (+ bias)`` for 2-D a (M, K), b (K, H), in row blocks."""
     out = aligned_empty((a.shape[0], b.shape[1]), a.dtype)
-    no_bias = np.empty(0, dtype=a.dtype)
-    _product_kernel(_gemm_rows, parallel, a.dtype)(a, b, no_bias if bias is None else bias,
-                                       _blocks(a.shape[0], PRODUCT_BLOCKS), out)
+    _product_kernel(_gemm_rows, parallel, a.dtype)(
+        a, b, _NO_BIAS[a.dtype] if bias is None else bias, _blocks(a.shape[0], PRODUCT_BLOCKS),
+        out)
     return out
+
+
+_NO_BIAS = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
 
 
 def _matmul_tn(a, b, parallel=False):
@@ -859,8 +896,8 @@ def layer_grads(delta, x, A, a0, W_ax, reverse=False, parallel=False):
     db, dx = np.empty(H, dtype=dt), aligned_empty((T * N, D), dt)
     _product_kernel(_layer_grads, parallel, dt)(
         d2, x.reshape(T * N, D), d_later, a_earlier, W_ax, sums, sums_aa,
-        _blocks(T * N, PRODUCT_BLOCKS), aligned_empty((SUM_BLOCKS, H, D), dt),
-        aligned_empty((SUM_BLOCKS, H, H), dt), np.empty((SUM_BLOCKS, H), dt),
+        _blocks(T * N, PRODUCT_BLOCKS), _scratch("part_ax", (SUM_BLOCKS, H, D), dt),
+        _scratch("part_aa", (SUM_BLOCKS, H, H), dt), _scratch("part_b", (SUM_BLOCKS, H), dt),
         dW_ax, dW_aa, db, dx)
     return dW_ax, _with_initial_state(dW_aa, delta, a0, reverse), db, dx.reshape(T, N, D)
 
@@ -880,7 +917,7 @@ def _with_initial_state(dW_aa, delta, a0, reverse):
     T-1 for the reverse direction). A zero initial state adds exactly nothing — except
     when its term is the only one (T = 1): δᵀ·0 is NaN where δ is ±inf or NaN, as in
     the reference, and a model fed NaN must not report a finite dW_aa."""
-    if delta.shape[0] == 1 or np.any(a0):
+    if delta.shape[0] == 1 or a0.any():
         dW_aa += _matmul_tn(delta[delta.shape[0] - 1 if reverse else 0], a0)
     return dW_aa
 
@@ -913,15 +950,44 @@ def _layer_grads(d2, x2, d_later, a_earlier, W_ax, sums, sums_aa, row_blocks,
     _add_partials(part_b, M, sums, db)
 
 
-@contextlib.contextmanager
-def compute_context(parallel=False):
+class compute_context:
     """Enter around a whole forward or backward: BLAS runs single-threaded inside
     (our own row blocks are the only parallelism), and with ``parallel`` the call
     waits for other Python threads' parallel calls unless Numba's threading layer is
-    thread-safe (see :mod:`.threads`). Serial kernels release the GIL and run
-    concurrently from any number of threads."""
-    with blas_single_threaded(), parallel_guard(parallel), pinned(parallel):
-        yield
+    thread-safe (see :mod:`.threads`) and the calling thread is kept off its workers'
+    cores (:func:`~.affinity.pin_caller`). Serial kernels release the GIL and run
+    concurrently from any number of threads.
+
+    A class, not a ``contextlib`` generator around three others: ~4 µs to enter and
+    leave where that took ~40, twice in every train step."""
+    __slots__ = ("parallel", "_taken", "_saved")
+
+    def __init__(self, parallel=False):
+        self.parallel = parallel
+
+    def __enter__(self):
+        blas_single_threaded().__enter__()
+        try:
+            self._taken = guard_enter(self.parallel)
+            try:
+                self._saved = pin_caller(self.parallel)
+            except BaseException:
+                guard_exit(self._taken)
+                raise
+        except BaseException:
+            blas_single_threaded().__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            unpin_caller(self._saved)
+        finally:
+            try:
+                guard_exit(self._taken)
+            finally:
+                blas_single_threaded().__exit__(None, None, None)
+        return False
 
 
 # --- clipping: reductions and in-place updates over flat gradient arrays ----------

@@ -56,7 +56,7 @@ import threading
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
@@ -82,7 +82,8 @@ def _candidates():
 #: The MKL functions the kernels call by name; :func:`load` binds each name to this
 #: library's own address, so that no other copy of MKL in the process (torch's
 #: libtorch_cpu exports ``cblas_sgemm_compute``, for one) can answer for it.
-SYMBOLS = tuple(f"cblas_{p}{f}" for p in "sd" for f in ("gemm_compute", "gemm", "gemv"))
+SYMBOLS = tuple(f"cblas_{p}{f}" for p in "sd"
+                for f in ("gemm_compute", "gemm", "gemv", "gemm_pack"))
 
 
 def _mkl_already_loaded():
@@ -211,13 +212,12 @@ def version():
 
 
 def _declare(lib):
-    ptr, cint = ctypes.c_void_p, ctypes.c_int
-    for pre, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+    for pre in "sd":
         size = getattr(lib, f"cblas_{pre}gemm_pack_get_size")
-        size.restype, size.argtypes = ctypes.c_size_t, [cint] * 4
-        pack = getattr(lib, f"cblas_{pre}gemm_pack")
-        pack.restype = None
-        pack.argtypes = [cint] * 6 + [real, ptr, cint, ptr]
+        size.restype, size.argtypes = ctypes.c_size_t, [ctypes.c_int] * 4
+
+
+_sizes = {}             # (dtype char, rows, width, K, H) -> bytes per packed panel
 
 
 def pack_panels(M, width, rows, reuse=False):
@@ -230,13 +230,12 @@ def pack_panels(M, width, rows, reuse=False):
     panels instead, :func:`numba_rnn.kernels.cpu.pack_panels` in
     :func:`aligned_panels`.) With ``reuse`` the panels go into this thread's scratch
     buffer (:func:`_scratch`), overwritten by its next ``reuse`` packing: for a
-    recurrence call, which packs once and is done with them when it returns.
+    recurrence call, which packs once and is done with them when it returns. The
+    panels' size is asked of MKL once per shape and the packing calls are made from
+    Numba (:func:`_pack_into`): ~3 µs a call where ctypes calls took ~15.
     """
     K, H = M.shape
     item = M.dtype.itemsize
-    pre = {4: "s", 8: "d"}[item]
-    size, pack = (getattr(_lib, f"cblas_{pre}gemm_pack_get_size"),
-                  getattr(_lib, f"cblas_{pre}gemm_pack"))
     if M.strides[1] == item and M.strides[0] % item == 0:
         trans, ld = NO_TRANS, M.strides[0] // item
     elif M.strides[0] == item and M.strides[1] % item == 0:
@@ -245,17 +244,19 @@ def pack_panels(M, width, rows, reuse=False):
         M = np.ascontiguousarray(M)
         trans, ld = NO_TRANS, H
     panels = -(-H // width)
-    spans = [(p * width, min(H, (p + 1) * width)) for p in range(panels)]
-    # MKL asks for room far beyond the panel (5.8 MB for 8 rows · 64×64 float32 on its
-    # branch 2) and writes only what it packs: left uninitialised — zeroing it took ~180 µs a
-    # call — untouched pages are never even mapped in.
-    nbytes = -(-max(size(B_MATRIX, rows, hi - lo, K) for lo, hi in spans) // ALIGN) * ALIGN
+    key = (M.dtype.char, rows, width, K, H)
+    nbytes = _sizes.get(key)
+    if nbytes is None:
+        size = getattr(_lib, f"cblas_{ {4: 's', 8: 'd'}[item]}gemm_pack_get_size")
+        # MKL asks for room far beyond the panel (5.8 MB for 8 rows · 64×64 float32 on
+        # its branch 2) and writes only what it packs: left uninitialised — zeroing it
+        # took ~180 µs a call — untouched pages are never even mapped in.
+        nbytes = _sizes[key] = -(-max(
+            size(B_MATRIX, rows, min(H, (p + 1) * width) - p * width, K)
+            for p in range(panels)) // ALIGN) * ALIGN
     out = _scratch(panels * nbytes) if reuse else aligned_empty(panels * nbytes, np.uint8)
     out = out.reshape(panels, nbytes)
-    for p, (lo, hi) in enumerate(spans):
-        src = M.ctypes.data + lo * M.strides[1]            # column lo of M
-        pack(ROW_MAJOR, B_MATRIX, trans, rows, hi - lo, K, 1.0, src, ld,
-             out[p].ctypes.data)
+    _pack_into(M, trans, max(1, ld), rows, width, out)
     return out
 
 
@@ -289,10 +290,25 @@ def aligned_empty(shape, dtype):
     start elsewhere, so every array a step product reads or writes comes from here."""
     dtype = np.dtype(dtype)
     shape = tuple(shape) if np.iterable(shape) else (int(shape),)
-    nbytes = math.prod(shape) * dtype.itemsize          # (math.prod, __array_interface__:
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)       # 4 µs a call, not np.prod's 12)
-    start = -raw.__array_interface__["data"][0] % ALIGN
+    nbytes = math.prod(shape) * dtype.itemsize          # (math.prod and _address: ~2 µs
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)       # a call; np.prod and .ctypes, 12)
+    start = -_address(raw) % ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+@intrinsic
+def _address_of(typingctx, a):
+    """The data pointer of an array, as an integer."""
+    def codegen(context, builder, sig, args):
+        ary = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+    return types.int64(a), codegen
+
+
+@njit(cache=True, nogil=True)
+def _address(a):
+    """Where ``a``'s data starts (0.4 µs; ``a.ctypes.data`` takes 2)."""
+    return _address_of(a)
 
 
 # --- the product inside Numba kernels ------------------------------------------------
@@ -315,6 +331,40 @@ def _data(typingctx, a):
         ary = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
         return builder.bitcast(ary.data, ir.IntType(8).as_pointer())
     return types.voidptr(a), codegen
+
+
+_pack32 = types.ExternalFunction("cblas_sgemm_pack", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, types.float32, _PTR, _INT, _PTR))
+_pack64 = types.ExternalFunction("cblas_dgemm_pack", types.void(
+    _INT, _INT, _INT, _INT, _INT, _INT, types.float64, _PTR, _INT, _PTR))
+
+
+def _pack_call(M, trans, ld, rows, n, dst):
+    """``cblas_?gemm_pack`` of the first ``n`` columns of M (K, ·) into ``dst`` (Numba
+    kernels only)."""
+    raise NotImplementedError("_pack_call runs inside Numba kernels only")
+
+
+@overload(_pack_call, inline="always")
+def _pack_call_impl(M, trans, ld, rows, n, dst):
+    pack = {types.float32: _pack32, types.float64: _pack64}.get(M.dtype)
+    if pack is None:
+        return None
+    one = np.float32(1) if M.dtype == types.float32 else np.float64(1)
+
+    def impl(M, trans, ld, rows, n, dst):
+        pack(ROW_MAJOR, B_MATRIX, trans, rows, n, M.shape[0], one, _data(M), ld, _data(dst))
+    return impl
+
+
+@njit(cache=True, nogil=True)
+def _pack_into(M, trans, ld, rows, width, out):
+    """Pack M's columns (M (K, H), read transposed with ``trans``, leading dimension
+    ``ld``) in panels of ``width`` into the rows of ``out`` (panels, bytes)."""
+    H = M.shape[1]
+    for p in range(out.shape[0]):
+        lo = p * width
+        _pack_call(M[:, lo:], trans, ld, rows, min(H, lo + width) - lo, out[p])
 
 
 def packed_product(a, packed, out, n):

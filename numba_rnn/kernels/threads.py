@@ -15,8 +15,8 @@ medium   71.3                38.0               716.7                 112.4
 large    162.9               118.7              436.9                 172.1
 =======  ==================  =================  ====================  ===================
 
-So while a recurrence kernel runs, BLAS is limited to one thread (threadpoolctl,
-~10 µs to enter and leave); the batched GEMMs outside the recurrences keep every
+So while a recurrence kernel runs, BLAS is limited to one thread (~1.5 µs to
+enter and leave); the batched GEMMs outside the recurrences keep every
 thread.
 """
 import contextlib
@@ -29,13 +29,66 @@ import threading
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls before we look for it)
 from threadpoolctl import ThreadpoolController
 
-_blas = None            # threadpoolctl's controllers of the BLAS libraries, found once
+_controls = None        # (get, set) thread-count functions of each BLAS library, found once
 _lock = threading.Lock()
 _depth = 0              # how many of our calls are inside, over all Python threads
 _saved = []             # their thread counts before the first of those calls entered
 
 
-@contextlib.contextmanager
+def _blas_controls():
+    """``(get, set)`` of each BLAS library's thread count, found once: OpenBLAS's own
+    functions through ctypes where its threads are its own (~0.3 µs a call), else
+    threadpoolctl's controller (~3 µs; threadpoolctl's ``limit`` re-reads every library,
+    ~10 µs)."""
+    global _controls
+    if _controls is None:
+        found = []
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            direct = None
+            if type(lib).__name__ == "OpenBLASController" and \
+                    getattr(lib, "threading_layer", None) == "pthreads":
+                try:
+                    pre, post = lib._find_affixes()
+                    direct = (getattr(lib.dynlib, f"{pre}openblas_get_num_threads{post}"),
+                              getattr(lib.dynlib, f"{pre}openblas_set_num_threads{post}"))
+                except (AttributeError, TypeError):
+                    direct = None
+            found.append(direct or (lambda lib=lib: lib.num_threads, lib.set_num_threads))
+        _controls = found
+    return _controls
+
+
+class _BlasSingleThreaded:
+    """The context manager :func:`blas_single_threaded` returns (stateless: the state is
+    the module's, shared by every Python thread)."""
+    __slots__ = ()
+
+    def __enter__(self):
+        global _depth, _saved
+        with _lock:
+            if _depth == 0:
+                controls = _blas_controls()
+                _saved = [get() for get, _ in controls]
+                for (_, set_), n in zip(controls, _saved, strict=True):
+                    if n != 1:
+                        set_(1)
+            _depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _depth
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                for (_, set_), n in zip(_blas_controls(), _saved, strict=True):
+                    if n != 1:
+                        set_(n)
+        return False
+
+
+_BLAS_SINGLE_THREADED = _BlasSingleThreaded()
+
+
 def blas_single_threaded():
     """Context manager: BLAS runs on one thread inside.
 
@@ -43,24 +96,10 @@ def blas_single_threaded():
     threads share one limit: the first to enter sets it, the last to leave restores
     the original (a plain nested ``limit`` per call would let a thread that leaves
     early restore the limit under another still running, or restore a stale one).
+    ~1.5 µs to enter and leave (a ``contextlib`` generator with threadpoolctl's
+    controllers took ~8).
     """
-    global _blas, _depth, _saved
-    with _lock:
-        if _blas is None:     # threadpoolctl's own ``limit`` re-reads every library: ~10 µs
-            _blas = ThreadpoolController().select(user_api="blas").lib_controllers
-        if _depth == 0:
-            _saved = [lib.num_threads for lib in _blas]
-            for lib in _blas:
-                lib.set_num_threads(1)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for lib, n in zip(_blas, _saved, strict=True):
-                    lib.set_num_threads(n)
+    return _BLAS_SINGLE_THREADED
 
 
 _parallel_lock = threading.RLock()
@@ -79,15 +118,30 @@ def _layer_is_thread_safe():
         return False
 
 
+def guard_enter(parallel):
+    """Take the lock that serialises ``prange`` kernels across Python threads, unless
+    the call is serial or the threading layer is known to be thread-safe (omp, tbb);
+    returns whether it was taken (pass that to :func:`guard_exit`)."""
+    if not parallel or _layer_is_thread_safe():
+        return False
+    _parallel_lock.acquire()
+    return True
+
+
+def guard_exit(taken):
+    if taken:
+        _parallel_lock.release()
+
+
 @contextlib.contextmanager
 def parallel_guard(parallel):
     """Serialise ``prange`` kernels across Python threads unless the threading layer
     is known to be thread-safe (omp, tbb); serial kernels never wait."""
-    if not parallel or _layer_is_thread_safe():
+    taken = guard_enter(parallel)
+    try:
         yield
-        return
-    with _parallel_lock:
-        yield
+    finally:
+        guard_exit(taken)
 
 
 # --- Numba's threading layer ----------------------------------------------------------
