@@ -87,9 +87,9 @@ def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypat
     ``parallel=None`` on 1 or 2 threads make the same BLAS calls: states, δ, dh0 and
     the norms are the same bits (padding included) — on OpenBLAS's step products,
     whose rows are not computed alike wherever they fall in a call (Haswell sgemm),
-    and on whatever the default picks (MKL where loaded). Shapes: two row blocks
-    (12, 16, 64), two shared panels (1, 7; 4 at H = 1024, which splits but is not cut
-    in rows), neither (5)."""
+    and on whatever the default picks (register tiles here, MKL for bigger steps).
+    Shapes: two row blocks (12, 16, 64), two shared panels (1, 7; 4 at H = 1024, which
+    splits but is not cut in rows), neither (5)."""
     T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
@@ -106,6 +106,7 @@ def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypat
     np.testing.assert_allclose(A, want, rtol=tol, atol=tol)
     monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)
     monkeypatch.setattr(cpu.mkl, "load", lambda: False)
+    monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)
     assert cpu._packed(W, H, N).dtype == dtype                       # OpenBLAS's panels
     assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
 

@@ -34,6 +34,13 @@ needs_packed = pytest.mark.skipif(not mkl.packed_steps(),
                                   reason=f"MKL's packed steps not in use (branch {mkl.branch()})")
 
 
+@pytest.fixture(autouse=True)
+def _no_tiles(monkeypatch):
+    """These tests are about the BLAS step products: register tiles (which take the
+    small steps by default, kernels/tiles.py) stay out of them."""
+    monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)
+
+
 def test_mkl_is_used_where_it_is_a_dependency():
     """On Linux x86-64 the mkl wheel is one of our dependencies: it must load."""
     if not MKL_EXPECTED:

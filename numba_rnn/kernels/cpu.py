@@ -57,6 +57,7 @@ from . import mkl
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
 from .mkl import aligned_empty, packed_product
+from .tiles import pack_tiles, tile_columns, tile_product
 from .affinity import allowed_cores, pin_caller, unpin_caller
 from .threads import blas_single_threaded, fast_regions, guard_enter, guard_exit
 
@@ -121,8 +122,9 @@ def _transpose_into(src, dst):
 
 def _panel_product(a, Wp, buf, p, n):
     """``buf[p][:, :n] = a·M[:, panel p]`` for all rows ``a`` (N, H); returns ``buf[p]``
-    (N, width). ``Wp`` holds M's panels, from :func:`_packed`: for MKL a uint8 array
-    (its packed GEMM, or row panels for its GEMV when N = 1), else float panels from
+    (N, width). ``Wp`` holds M's panels, from :func:`_packed`: register tiles
+    (panels, tiles, H, NC) for :func:`~.tiles.tile_product`; for MKL a uint8 array (its
+    packed GEMM, or row panels for its GEMV when N = 1); else float panels from
     :func:`pack_panels` — (panels, H, width) for a GEMM, (panels, width, H) for one
     row, which goes through GEMV (OpenBLAS). Numba kernels only; each type of ``Wp``
     compiles its own specialisation."""
@@ -131,6 +133,12 @@ def _panel_product(a, Wp, buf, p, n):
 
 @overload(_panel_product, inline="always")
 def _panel_product_impl(a, Wp, buf, p, n):
+    if Wp.ndim == 4:                                        # register tiles (.tiles)
+        def tiled(a, Wp, buf, p, n):
+            tile_product(a, Wp[p], buf[p])
+            return buf[p]
+        return tiled
+
     if Wp.dtype == nbtypes.uint8:
         def packed(a, Wp, buf, p, n):
             packed_product(a, Wp[p], buf[p], n)
@@ -596,14 +604,31 @@ def _panel_width(H, panels):
 MKL_MIN_MACS = {np.dtype(np.float32): 1 << 14, np.dtype(np.float64): 1 << 17}
 
 
+#: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to
+#: which a batch of more than one sequence multiplies with register tiles
+#: (:mod:`.tiles`) instead of a BLAS. Per product, tile ÷ the faster of MKL's packed
+#: GEMM and OpenBLAS (2-core EPYC, one core, f32 / f64): 4×128·128 0.38 / 0.31,
+#: 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 / 0.84, 8×1024·512
+#: 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. A single sequence
+#: keeps the dot-form GEMV: the tile's one-row path streams B with two loads per two
+#: multiply-adds.
+TILE_MAX_MACS = 1 << 22
+
+
 def _packed(M, width, N, rows=None):
     """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
-    in a layer of batch ``N`` — for MKL (:func:`mkl.pack_panels`): one sequence when
+    in a layer of batch ``N`` — register tiles (:func:`~.tiles.pack_tiles`, in this
+    thread's scratch) for N > 1 and N·H·width ≤ :data:`TILE_MAX_MACS`; for MKL
+    (:func:`mkl.pack_panels`): one sequence when
     MKL's matrix-vector product is in use (:func:`mkl.gemv_steps`), more when its
     packed product is (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` of
     its dtype — else for OpenBLAS (:func:`pack_panels`). Which BLAS depends on N only,
     never on the row blocks, so serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
+    if 1 < N and N * M.shape[0] * width <= TILE_MAX_MACS and not width % tile_columns(M.dtype):
+        tiles = _scratch("tiles", (-(-M.shape[1] // width), width // tile_columns(M.dtype),
+                                   M.shape[0], tile_columns(M.dtype)), M.dtype)
+        return pack_tiles(M, width, tiles)
     if N == 1 and mkl.gemv_steps():
         return _gemv_panels(M, width)
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
