@@ -60,6 +60,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import pool
+
 ROW_MAJOR, NO_TRANS, TRANS, B_MATRIX, PACKED = 101, 111, 112, 162, 151
 _SEQUENTIAL = 1                        # MKL_THREADING_SEQUENTIAL
 ALIGN = 64                             # bytes: each packed panel starts on a cache line
@@ -287,11 +289,12 @@ def aligned_panels(panels, nbytes):
 def aligned_empty(shape, dtype):
     """An uninitialised C-contiguous array that starts on a cache line (:data:`ALIGN`
     bytes), like ``np.empty``: MKL may round a product differently for operands that
-    start elsewhere, so every array a step product reads or writes comes from here."""
+    start elsewhere, so every array a step product reads or writes comes from here.
+    Big ones reuse idle buffers (:mod:`.pool`)."""
     dtype = np.dtype(dtype)
     shape = tuple(shape) if np.iterable(shape) else (int(shape),)
     nbytes = math.prod(shape) * dtype.itemsize          # (math.prod and _address: ~2 µs
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)       # a call; np.prod and .ctypes, 12)
+    raw = pool.take(nbytes + ALIGN)                      # a call; np.prod and .ctypes, 12)
     start = -_address(raw) % ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
