@@ -58,7 +58,8 @@ from . import mkl
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
 from .mkl import aligned_empty, packed_product
-from .tiles import pack_tiles, tile_columns, tile_product
+from . import tiles
+from .tiles import pack_tiles, tile_columns
 from .affinity import allowed_cores, pin_caller, unpin_caller
 from .threads import blas_single_threaded, fast_regions, guard_enter, guard_exit
 
@@ -124,7 +125,7 @@ def _transpose_into(src, dst):
 def _panel_product(a, Wp, buf, p, n):
     """``buf[p][:, :n] = a·M[:, panel p]`` for all rows ``a`` (N, H); returns ``buf[p]``
     (N, width). ``Wp`` holds M's panels, from :func:`_packed`: register tiles
-    (panels, tiles, H, NC) for :func:`~.tiles.tile_product`; for MKL a uint8 array (its
+    (panels, tiles, H, NC) for :func:`~.tiles.product`; for MKL a uint8 array (its
     packed GEMM, or row panels for its GEMV when N = 1); else float panels from
     :func:`pack_panels` — (panels, H, width) for a GEMM, (panels, width, H) for one
     row, which goes through GEMV (OpenBLAS). Numba kernels only; each type of ``Wp``
@@ -135,8 +136,10 @@ def _panel_product(a, Wp, buf, p, n):
 @overload(_panel_product, inline="always")
 def _panel_product_impl(a, Wp, buf, p, n):
     if Wp.ndim == 4:                                        # register tiles (.tiles)
+        tile = tiles.product()
+
         def tiled(a, Wp, buf, p, n):
-            tile_product(a, Wp[p], buf[p])
+            tile(a, Wp[p], buf[p])
             return buf[p]
         return tiled
 
@@ -627,9 +630,9 @@ def _packed(M, width, N, rows=None):
     never on the row blocks, so serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
     if 1 < N and N * M.shape[0] * width <= TILE_MAX_MACS and not width % tile_columns(M.dtype):
-        tiles = _scratch("tiles", (-(-M.shape[1] // width), width // tile_columns(M.dtype),
-                                   M.shape[0], tile_columns(M.dtype)), M.dtype)
-        return pack_tiles(M, width, tiles)
+        nc = tile_columns(M.dtype)
+        return pack_tiles(M, width, _scratch(
+            "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
     if N == 1 and mkl.gemv_steps():
         return _gemv_panels(M, width)
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \

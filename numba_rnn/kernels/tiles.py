@@ -19,7 +19,8 @@ batch, and the serial and parallel recurrences agree bitwise as they must.
 Numba turns LLVM's SLP vectoriser off by default (numba#8705: miscompilations in other
 code), and without it the tile compiled to scalar FMAs (64 ``vfmadd…ss``, 1.6–1.8
 GMAC/s). :func:`_compiled` switches it on for this one function while it compiles, from
-explicit signatures, so no later call can compile it without; the result is tested
+explicit signatures, so no later call can compile it without (:func:`product`, at its
+first use); the result is tested
 against NumPy in float64 and float32 at every row remainder and tile count
 (``tests/test_tiles.py``) and through every recurrence test. Measured on the 2-core AMD
 EPYC (AVX2), µs per product, alone in a loop (tile ÷ MKL's packed GEMM; OpenBLAS):
@@ -130,7 +131,23 @@ def _compiled(py_func, cache=True):
         numba.core.config.SLP_VECTORIZE = saved
 
 
-tile_product = _compiled(_tile_product)
+_product = None
+
+
+def tile_product(a, Bt, out):
+    """``out[:, :tiles·NC] = a·B`` (:func:`_tile_product`), through :func:`product`.
+    For calls from Python (tests); Numba kernels call ``product()`` itself."""
+    product()(a, Bt, out)
+
+
+def product():
+    """The compiled tile product, compiled at its first use — when a kernel that
+    multiplies with tiles is itself compiled, not at import (two signatures under
+    the SLP switch took ~2 s of a cold import) — or loaded from Numba's disk cache."""
+    global _product
+    if _product is None:
+        _product = _compiled(_tile_product)
+    return _product
 
 
 def pack_tiles(M, width, out=None):
