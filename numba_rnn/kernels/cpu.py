@@ -629,8 +629,8 @@ def _packed(M, width, N, rows=None):
     its dtype — else for OpenBLAS (:func:`pack_panels`). Which BLAS depends on N only,
     never on the row blocks, so serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
-    if 1 < N and N * M.shape[0] * width <= TILE_MAX_MACS and not width % tile_columns(M.dtype):
-        nc = tile_columns(M.dtype)
+    nc = tile_columns(M.dtype)
+    if 1 < N and N * M.shape[0] * width <= TILE_MAX_MACS and not width % nc:
         return pack_tiles(M, width, _scratch(
             "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
     if N == 1 and mkl.gemv_steps():
