@@ -28,7 +28,8 @@ def _product(a, M, width=None):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 16])
-@pytest.mark.parametrize("K,H,width", [(64, 64, 64), (5, 40, 48), (33, 100, 32), (1, 16, 16)])
+@pytest.mark.parametrize("K,H,width", [(64, 64, 64), (5, 40, 48), (33, 100, 32), (1, 16, 16),
+                                      (7, 112, 112)])
 def test_tile_product_matches_numpy(dtype, rows, K, H, width, rng):
     a = rng.standard_normal((rows, K)).astype(dtype)
     M = rng.standard_normal((K, H)).astype(dtype)
@@ -96,11 +97,15 @@ def test_the_slp_switch_is_scoped_and_the_product_is_vectorised():
             assert scalar > packed, (packed, scalar)
 
 
-def test_small_batches_take_tiles_and_big_or_single_ones_do_not():
+def test_small_layers_take_tiles_and_big_ones_do_not(monkeypatch):
     W = np.ones((64, 64), np.float32)
     assert cpu._packed(W, 64, 16, 8).ndim == 4                     # the tiny shape
     assert cpu._packed(W.astype(np.float64), 64, 16, 8).ndim == 4
-    assert cpu._packed(W, 64, 1).ndim == 3 or cpu._packed(W, 64, 1).dtype == np.uint8
+    stream = np.ones((256, 256))
+    monkeypatch.setattr(cpu.mkl, "gemv_steps", lambda: False)
+    assert cpu._packed(stream, 128, 1).ndim == 4                    # one row, four tiles
+    monkeypatch.setattr(cpu.mkl, "gemv_steps", lambda: True)        # MKL's GEMV steps
+    assert cpu._packed(stream, 128, 1).dtype == np.uint8
     big = np.ones((1024, 1024), np.float32)
     assert cpu._packed(big, 512, 64, 64).ndim != 4                 # 2^25 > TILE_MAX_MACS
 

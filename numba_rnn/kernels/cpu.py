@@ -41,8 +41,8 @@ Forward and backward are written as mirrors, line for line::
 and after the backward loop one more product, carry = δ<0>·W_aa, gives ∂L/∂a0. A
 panel of the forward multiplies by columns ``lo:hi`` of W_aaᵀ; its mirror in the
 backward by columns ``lo:hi`` of W_aa — each packed once per call into contiguous
-panels (:func:`pack_panels`), so every product is a plain row-major GEMM (or a
-dot-form GEMV for N = 1). A reverse
+panels (:func:`_packed`): register tiles for small layers and single sequences
+(:mod:`.tiles`), else a BLAS's row-major GEMM. A reverse
 direction walks time the other way: its "previous" step is t+1.
 """
 import functools
@@ -609,32 +609,36 @@ MKL_MIN_MACS = {np.dtype(np.float32): 1 << 14, np.dtype(np.float64): 1 << 17}
 
 
 #: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to
-#: which a batch of more than one sequence multiplies with register tiles
+#: which a batch multiplies with register tiles
 #: (:mod:`.tiles`) instead of a BLAS. Per product, tile ÷ the faster of MKL's packed
 #: GEMM and OpenBLAS (2-core EPYC, one core, f32 / f64): 4×128·128 0.38 / 0.31,
 #: 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 / 0.84, 8×1024·512
 #: 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. A single sequence
-#: keeps the dot-form GEMV: the tile's one-row path streams B with two loads per two
-#: multiply-adds.
+#: (one row, four tiles at a time) against OpenBLAS's GEMV on the dot-form panel, µs per
+#: product, f32 / f64: 1×128·64 0.22 vs 0.45 / 0.68 vs 0.92, 1×256·128 1.57 vs 1.77 /
+#: 3.27 vs 3.71, 1×512·256 5.80 vs 8.31 / 13.9 vs 16.4, 1×1024·512 29.2 vs 35.0 / 56.8
+#: vs 64.8; the stream recurrence (H = 256, f64, 2 threads sharing the steps) went from
+#: 5.7 / 6.2 ms (fwd / bwd) to 4.6 / 5.0.
 TILE_MAX_MACS = 1 << 22
 
 
 def _packed(M, width, N, rows=None):
     """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
-    in a layer of batch ``N`` — register tiles (:func:`~.tiles.pack_tiles`, in this
-    thread's scratch) for N > 1 and N·H·width ≤ :data:`TILE_MAX_MACS`; for MKL
-    (:func:`mkl.pack_panels`): one sequence when
-    MKL's matrix-vector product is in use (:func:`mkl.gemv_steps`), more when its
-    packed product is (:func:`mkl.packed_steps`) and N·H·H ≥ :data:`MKL_MIN_MACS` of
-    its dtype — else for OpenBLAS (:func:`pack_panels`). Which BLAS depends on N only,
-    never on the row blocks, so serial and parallel runs multiply alike."""
+    in a layer of batch ``N`` — for MKL's matrix-vector product when N = 1 and it is in
+    use (:func:`mkl.gemv_steps`: the Xeon); else register tiles
+    (:func:`~.tiles.pack_tiles`, in this thread's scratch) when N·H·width ≤
+    :data:`TILE_MAX_MACS`; else for MKL's packed product (:func:`mkl.pack_panels`)
+    when it is in use (:func:`mkl.packed_steps`), N > 1 and N·H·H ≥
+    :data:`MKL_MIN_MACS` of its dtype — else for OpenBLAS (:func:`pack_panels`). Which
+    product depends on N only, never on the row blocks, so serial and parallel runs
+    multiply alike."""
     rows = N if rows is None else rows
     nc = tile_columns(M.dtype)
-    if 1 < N and N * M.shape[0] * width <= TILE_MAX_MACS and not width % nc:
-        return pack_tiles(M, width, _scratch(
-            "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
     if N == 1 and mkl.gemv_steps():
         return _gemv_panels(M, width)
+    if N * M.shape[0] * width <= TILE_MAX_MACS and not width % nc:
+        return pack_tiles(M, width, _scratch(
+            "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
     if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
             mkl.packed_steps():
         return mkl.pack_panels(M, width, rows, reuse=True)   # used within the call only

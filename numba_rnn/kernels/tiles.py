@@ -8,8 +8,10 @@ dispatching at another ~30 %. This module's product has no such cost. B's column
 packed once per call into tiles of :func:`tile_columns` (NC) columns, (tiles, K, NC)
 (:func:`pack_tiles`), and each (MR = 4 rows) × NC block of the output is accumulated over
 k in a tile held in registers: per k, one load of B's NC values, a broadcast of each
-row's ``a[i, k]`` and MR·NC fused multiply-adds. Rows past the last multiple of four take
-a one-row tile with the same arithmetic.
+row's ``a[i, k]`` and MR·NC fused multiply-adds. Rows past the last multiple of four —
+and a single sequence, whose step is a matrix-vector product — take one row across
+four tiles of columns at a time (the same eight registers: one tile alone would wait on
+its two accumulators' FMA latency every k), with the same arithmetic.
 
 Every output element is ``Σ_k a[i, k]·B[k, j]`` summed in the order of k, one fused
 multiply-add per term (LLVM's ``fmuladd``: fused where the CPU has FMA), whatever tile or
@@ -88,32 +90,53 @@ def _tile_product(a, Bt, out):
         raise ValueError("tile_product: a (rows, K), Bt (tiles, K, NC) and out "
                          "(rows, >= tiles*NC) do not match")
     zero = a.dtype.type(0)
+    tiles = Bt.shape[0]
     i = 0
-    while i < rows:
-        full = i + TILE_ROWS <= rows                # else one row at a time
-        for p in range(Bt.shape[0]):
+    while i + TILE_ROWS <= rows:                    # four rows, one tile of columns
+        for p in range(tiles):
             c = _stack_tile(a)
             MR, NC = c.shape
             for r in range(MR):
                 for j in range(NC):
                     c[r, j] = zero
-            if full:
-                for k in range(K):
-                    for r in range(MR):
-                        x = a[i + r, k]
-                        for j in range(NC):
-                            c[r, j] += x * Bt[p, k, j]
+            for k in range(K):
                 for r in range(MR):
+                    x = a[i + r, k]
                     for j in range(NC):
-                        out[i + r, p * NC + j] = c[r, j]
-            else:
+                        c[r, j] += x * Bt[p, k, j]
+            for r in range(MR):
+                for j in range(NC):
+                    out[i + r, p * NC + j] = c[r, j]
+        i += TILE_ROWS
+    while i < rows:                                 # one row, four tiles at a time
+        p = 0
+        while p < tiles:
+            c = _stack_tile(a)
+            MR, NC = c.shape
+            if p + MR <= tiles:
+                for g in range(MR):
+                    for j in range(NC):
+                        c[g, j] = zero
+                for k in range(K):
+                    x = a[i, k]
+                    for g in range(MR):
+                        for j in range(NC):
+                            c[g, j] += x * Bt[p + g, k, j]
+                for g in range(MR):
+                    for j in range(NC):
+                        out[i, (p + g) * NC + j] = c[g, j]
+                p += MR
+            else:                                   # the last tiles, one at a time
+                for j in range(NC):
+                    c[0, j] = zero
                 for k in range(K):
                     x = a[i, k]
                     for j in range(NC):
                         c[0, j] += x * Bt[p, k, j]
                 for j in range(NC):
                     out[i, p * NC + j] = c[0, j]
-        i += TILE_ROWS if full else 1
+                p += 1
+        i += 1
 
 
 def _compiled(py_func, cache=True):
