@@ -37,6 +37,11 @@ product      float32                float64
 32×256·256   55.2 (0.80; 147)       —
 2×256·256    10.2 (0.74; 60.3)      —
 ===========  =====================  =====================
+
+A single row (the stream shape's step, one panel of two), µs per product against
+OpenBLAS's matrix-vector product on the same panel, one core: 1×256·128 float32 1.57
+against 1.77, float64 3.27 against 3.71; 1×1024·512 29.2 against 35.0 and 56.8 against
+64.8. One tile at a time, as before, took 2.34 and 4.70 µs at 1×256·128.
 """
 import numba
 import numpy as np
