@@ -35,13 +35,14 @@ product      float32                float64
 16×64·64     2.05 (0.70; 5.66)      3.58 (0.50; 6.20)
 8×128·128    3.50 (0.60; 15.5)      7.00 (0.47; 15.4)
 32×256·256   55.2 (0.80; 147)       —
-2×256·256    10.2 (0.74; 60.3)      —
+2×256·256    5.8 (see below)        13.2
 ===========  =====================  =====================
 
 A single row (the stream shape's step, one panel of two), µs per product against
 OpenBLAS's matrix-vector product on the same panel, one core: 1×256·128 float32 1.57
 against 1.77, float64 3.27 against 3.71; 1×1024·512 29.2 against 35.0 and 56.8 against
-64.8. One tile at a time, as before, took 2.34 and 4.70 µs at 1×256·128.
+64.8. One tile at a time, as before, took 2.34 and 4.70 µs at 1×256·128, and 10.2 µs
+at 2×256·256 float32 (0.74 of MKL's packed product then; OpenBLAS 60.3).
 """
 import numba
 import numpy as np
