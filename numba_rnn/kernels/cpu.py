@@ -18,9 +18,9 @@ with a parallel region per step: ~1 µs a step of region and barrier, which kept
 below N·H·H = 2^18 on one core. The tiny shape's forward recurrence takes 0.27 ms in
 two row blocks, 0.40 ms serially and 0.80 ms in per-step panels.) Within a block the
 step product can still be cut into hidden-unit **panels** (contiguous ranges of
-:data:`PANEL_ALIGN`-multiple width, one BLAS call each, a GEMV for a single
-sequence; a small step's panel is multiplied with register tiles instead,
-:mod:`.tiles`, :data:`TILE_MAX_MACS`). A batch that does not split into blocks (a
+:data:`PANEL_ALIGN`-multiple width, one BLAS call each; a small step's panel, and a
+single sequence's, is multiplied with register tiles instead, :mod:`.tiles`,
+:data:`TILE_MAX_MACS`). A batch that does not split into blocks (a
 single sequence) is cut into :data:`SHARED_PANELS` panels, which the threads share step by step
 (:func:`_forward_panels`, :func:`_backward_panels`: tasks handed over through atomic
 counters, no region per step).

@@ -23,9 +23,10 @@ once per call here and multiplies by the packed panels inside the Numba kernel; 
 single sequence takes MKL's matrix-vector product on row panels. On the 2-core AMD
 EPYC (MKL's code path there: CBWR branch 2), one core, µs per step product (f32):
 16×64·64 2.2 packed against OpenBLAS's 4.1, 32×256·256 54 against 111, 64×1024·512 888
-against 1103; f64 at parity. There a single sequence stays on OpenBLAS's GEMV
-(:func:`gemv_steps`) and float64's batched products on OpenBLAS's GEMM
-(:func:`batched_products`), each measured faster.
+against 1103; f64 at parity. There a single sequence does not take MKL's GEMV
+(:func:`gemv_steps`; it multiplies with register tiles, :mod:`.tiles`) and float64's
+batched products stay on OpenBLAS's GEMM (:func:`batched_products`), each measured
+faster.
 
 Determinism. The cut of a recurrence into row blocks and panels is fixed by its shape
 (:mod:`.cpu`), so serial and parallel runs make the same calls. What is left is the
