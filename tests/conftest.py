@@ -1,4 +1,5 @@
 import ctypes
+import functools
 import itertools
 import os
 
@@ -21,6 +22,7 @@ def _gpu_present():
 CUDA_USABLE = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or _gpu_present()
 collect_ignore = [] if CUDA_USABLE else ["test_cuda.py"]
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -90,6 +92,26 @@ def check_model_gradients(loss_fn, grads, params, tol=1e-6):
         assert grads[name].shape == p.shape, name
         err = rel_err(grads[name], central_difference(loss_fn, p))
         assert err <= tol, (name, err)
+
+
+@functools.cache
+def fresh_recurrence_ir():
+    """LLVM IR of the float32 forward and backward recurrence kernels (``_forward``,
+    ``_backward``), compiled fresh — Numba cannot show the IR of code loaded from its
+    disk cache — with the kernels' error model, for T = 3, N = 2, H = 32 in two panels
+    of 16 units on register tiles. Shared by the tests that read it (a compilation
+    takes ~4 s)."""
+    from numba_rnn.kernels import cpu, tiles
+    f = np.float32
+    T, N, H = 3, 2, 32
+    A, a = np.zeros((T, N, H), f), np.zeros((N, H), f)
+    Wp = tiles.pack_tiles(np.zeros((H, H), f), 16)
+    fwd = numba.njit(error_model="numpy")(cpu._forward)
+    bwd = numba.njit(error_model="numpy")(cpu._backward)
+    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 16), f))
+    bwd(A, A, Wp, a.copy(), np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
+        np.zeros((2, N, 2), f), np.zeros((N, 32), f), np.zeros((1, 2, N, 16), f))
+    return {k.__name__: k.inspect_llvm(k.signatures[0]) for k in (fwd, bwd)}
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -9,6 +9,8 @@ from numba.extending import intrinsic
 from numba_rnn.kernels.fast_tanh import _bits_to_float32 as _bits_to_f32
 from numba_rnn.kernels.fast_tanh import fast_tanh
 
+from .conftest import fresh_recurrence_ir
+
 #: the stated bounds (README, kernels/fast_tanh.py), in units in the last place
 ULP_BOUND = {np.float32: 2.5, np.float64: 2.5}
 
@@ -122,16 +124,5 @@ def test_kernels_vectorise_the_row_loop():
 def test_recurrence_kernels_keep_the_row_loops_vectorised():
     """The row functions are inlined into the recurrences (5–17 % faster at the tiny
     shape); the inlined loops must still be SIMD code, with no scalar tanh call."""
-    from numba_rnn.kernels import cpu
-    f = np.float32
-    T, N, H = 3, 2, 32
-    A, a = np.zeros((T, N, H), f), np.zeros((N, H), f)
-    Wp = cpu.pack_panels(np.zeros((H, H), f), 16)
-    fwd = numba.njit(error_model="numpy")(cpu._forward)
-    bwd = numba.njit(error_model="numpy")(cpu._backward)
-    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 16), f))
-    bwd(A, A, Wp, a.copy(), np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((2, N, 2), f), np.zeros((N, 32), f), np.zeros((1, 2, N, 16), f))
-    for kernel in (fwd, bwd):
-        ir = kernel.inspect_llvm(kernel.signatures[0])
-        assert "x float>" in ir and "@tanh" not in ir, kernel.__name__
+    for name, code in fresh_recurrence_ir().items():
+        assert "x float>" in code and "@tanh" not in code, name

@@ -1,7 +1,6 @@
 """The CPU kernels, one by one, against tests/reference.py."""
 import os
 
-import numba
 import numpy as np
 import pytest
 
@@ -9,6 +8,7 @@ from numba_rnn.kernels import NONLINEARITIES, cpu, get_backend
 from numba_rnn.kernels.activations import activate_row, activation_grad_row
 
 from . import reference as ref
+from .conftest import fresh_recurrence_ir
 from .panels import assert_default_cut_same_bits_any_threads, assert_cuts_agree
 
 
@@ -81,13 +81,11 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,H", [(12, 40), (16, 64), (64, 256), (1, 256), (7, 128), (5, 40),
                                  (4, 1024)])
-def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypatch, dtype,
-                                                                        N, H, rng):
+def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(dtype, N, H, rng):
     """The cut of a layer depends on its shape alone, so serial, parallel and
-    ``parallel=None`` on 1 or 2 threads make the same BLAS calls: states, δ, dh0 and
-    the norms are the same bits (padding included) — on OpenBLAS's step products,
-    whose rows are not computed alike wherever they fall in a call (Haswell sgemm),
-    and on whatever the default picks (register tiles here, MKL for bigger steps).
+    ``parallel=None`` on 1 or 2 threads make the same products: states, δ, dh0 and
+    the norms are the same bits (padding included) on whatever the default picks
+    (register tiles at these shapes; MKL's packed steps: tests/test_mkl.py).
     Shapes: two row blocks (12, 16, 64), two shared panels (1, 7; 4 at H = 1024, which
     splits but is not cut in rows), neither (5)."""
     T = 9
@@ -104,11 +102,6 @@ def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(monkeypat
         want.append(a)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(A, want, rtol=tol, atol=tol)
-    monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)
-    monkeypatch.setattr(cpu.mkl, "load", lambda: False)
-    monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)
-    assert cpu._packed(W, H, N).dtype == dtype                       # OpenBLAS's panels
-    assert_default_cut_same_bits_any_threads(U, W, a0, dA, lengths)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -240,18 +233,9 @@ def test_float32_stays_float32(rng):
             cpu.input_grad(delta, W_ax))
     assert all(o.dtype == np.float32 for o in outs)
     # no silent upcast inside the compiled float32 kernels: no float -> double extension
-    # (fresh, uncached compilations: numba cannot show the IR of cached code)
-    T, N, H = 3, 2, 4
-    A, W, a = np.zeros((T, N, H), f), np.zeros((H, H), f), np.zeros((N, H), f)
-    fwd, bwd = numba.njit(cpu._forward), numba.njit(cpu._backward)
-    Wp = cpu.pack_panels(W, 2)
-    fwd(A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((1, 2, N, 2), f))
-    bwd(A, A, Wp, a, np.full(N, T), 0, False, A.copy(), np.zeros((T, N), f),
-        np.zeros((2, N, 1), f), np.zeros((N, 16), f), np.zeros((1, 2, N, 2), f))
-    for kernel in (fwd, bwd):
-        ir = kernel.inspect_llvm(kernel.signatures[0])
+    for name, ir in fresh_recurrence_ir().items():
         for op in ("fpext float", "fadd double", "fmul double", "fsub double", "@tanh("):
-            assert op not in ir, (kernel.__name__, op)
+            assert op not in ir, (name, op)
 
 
 def test_backend_selection():
@@ -329,14 +313,11 @@ def test_panels_are_aligned_and_packed():
     assert cpu._panel_width(1024, 2) == 512 and cpu._panel_width(100, 2) == 64
     assert cpu._panel_width(16, 2) == 16                 # aligned: one panel is all there is
     M = np.arange(20.0).reshape(4, 5)
-    P = cpu.pack_panels(M, 2)                                        # (3, 4, 2)
-    assert P.shape == (3, 4, 2) and P.flags.c_contiguous
-    np.testing.assert_array_equal(np.concatenate(list(P), axis=1)[:, :5], M)
-    np.testing.assert_array_equal(P[2, :, 1], 0)                     # zero padding
-    R = cpu.pack_panels(M, 2, gemv=True)                             # (3, 2, 4): rows
-    np.testing.assert_array_equal(R, P.transpose(0, 2, 1))
+    R = cpu.pack_rows(M, 2, np.zeros((3, 2, 4)))                    # panel p: its columns
+    np.testing.assert_array_equal(np.concatenate(list(R), axis=0)[:5], M.T)   # as rows
+    np.testing.assert_array_equal(R[2, 1], 0)                        # zero padding
     W = np.random.default_rng(0).standard_normal((37, 37))
-    for M, gemv in ((W, False), (W.T, False), (W, True), (W.T, True)):   # blocked transposes
-        P = cpu.pack_panels(M, 16, gemv)
-        cols = np.concatenate([P[p].T if gemv else P[p] for p in range(3)], axis=1)
+    for M in (W, W.T):                                               # blocked transposes
+        P = cpu.pack_rows(M, 16, np.zeros((3, 16, 37)))
+        cols = np.concatenate([P[p].T for p in range(3)], axis=1)
         np.testing.assert_array_equal(cols[:, :37], M)

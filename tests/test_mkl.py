@@ -1,5 +1,6 @@
 """MKL's packed GEMM (kernels/mkl.py): loading, the products themselves, and the
-recurrences and batched products on MKL against the NumPy reference and OpenBLAS."""
+recurrences and batched products on MKL against the NumPy reference and against a run
+without MKL."""
 import importlib.metadata
 import os
 import platform
@@ -36,8 +37,9 @@ needs_packed = pytest.mark.skipif(not mkl.packed_steps(),
 
 @pytest.fixture(autouse=True)
 def _no_tiles(monkeypatch):
-    """These tests are about the BLAS step products: register tiles (which take the
-    small steps by default, kernels/tiles.py) stay out of them."""
+    """These tests are about MKL's step products: register tiles (which take the small
+    steps by default, kernels/tiles.py) stay out of them — every step of N > 1 goes to
+    MKL's packed GEMM where it is in use."""
     monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)
 
 
@@ -133,17 +135,11 @@ def test_gemm_reads_c_and_f_operands(dtype, ta, tb, rng):
     _gemm(np.empty((0, K), dtype=dtype), b, empty)       # nothing to do, no call
 
 
-@pytest.fixture
-def mkl_steps(monkeypatch):
-    """Step products on MKL's packed GEMM at every size (N > 1)."""
-    monkeypatch.setattr(cpu, "MKL_MIN_MACS", {np.dtype(np.float32): 0, np.dtype(np.float64): 0})
-
-
 @needs_packed
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("parallel,blocks,panels", [(False, 1, 1), (True, 1, 2), (True, 1, 3),
                                                    (True, 2, 1), (True, 3, 2)])
-def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, blocks, panels, rng):
+def test_recurrences_on_mkl_match_reference(reverse, parallel, blocks, panels, rng):
     T, N, D, H = 6, 6, 4, 40
     x = rng.standard_normal((T, N, D))
     a0 = rng.standard_normal((N, H))
@@ -168,7 +164,7 @@ def test_recurrences_on_mkl_match_reference(mkl_steps, reverse, parallel, blocks
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,H", [(8, 40), (64, 256), (16, 300), (64, 1024)])
 def test_mkl_recurrences_bitwise_for_any_thread_count_and_close_across_cuts(
-        mkl_steps, dtype, N, H, rng):
+        dtype, N, H, rng):
     """On MKL's packed product: the default cut the same bits serial, parallel and
     auto on 1 and 2 threads; other cuts (panels, row blocks) equal to rounding."""
     T = 9
@@ -188,7 +184,7 @@ def test_mkl_recurrences_bitwise_for_any_thread_count_and_close_across_cuts(
 @needs_packed
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,H", [(2, 40), (6, 24)])
-def test_mkl_recurrences_do_not_depend_on_the_callers_alignment(mkl_steps, dtype, N, H, rng):
+def test_mkl_recurrences_do_not_depend_on_the_callers_alignment(dtype, N, H, rng):
     """MKL can round a product by its operands' alignment (a 2×40·48 packed product
     called on its own, branch 2), so the step products read and write only arrays of
     ours that start on cache lines: every A, δ and dh0 does, and inputs at any offset
@@ -241,9 +237,10 @@ def test_single_sequence_on_mkl_gemv_bitwise_for_any_panel_count(monkeypatch, dt
 
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_mkl_and_openblas_agree(mkl_steps, monkeypatch, dtype, rng):
-    """The same layer on MKL (step and batched products) and on OpenBLAS: equal to
-    rounding (float32 within 1e-5 relative, float64 1e-12)."""
+def test_mkl_and_openblas_agree(monkeypatch, dtype, rng):
+    """The same layer on MKL (step and batched products) and without it (register tiles
+    for the steps, OpenBLAS for the batched products): equal to rounding (float32
+    within 1e-5 relative, float64 1e-12)."""
     T, N, D, H = 7, 6, 5, 48
     x = rng.standard_normal((T, N, D)).astype(dtype)
     a0 = rng.standard_normal((N, H)).astype(dtype)
@@ -260,21 +257,11 @@ def test_mkl_and_openblas_agree(mkl_steps, monkeypatch, dtype, rng):
                 cpu.input_grad(delta, W_ax))
     on_mkl = layer()
     monkeypatch.setattr(mkl, "load", lambda: False)
-    assert cpu._packed(W_aa, 16, N).dtype == dtype           # OpenBLAS's panels now
+    assert cpu._packed(W_aa, 16, N).ndim == 4                # register tiles now
     on_openblas = layer()
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for m, o in zip(on_mkl, on_openblas, strict=True):
         np.testing.assert_allclose(m, o, rtol=tol, atol=tol)
-
-
-def test_small_steps_stay_on_openblas(rng):
-    """Below MKL_MIN_MACS of the dtype the panels are OpenBLAS's."""
-    W = rng.standard_normal((64, 64))
-    assert cpu._packed(W, 64, 16).dtype == np.float64          # 16·64·64 = 2^16 < 2^17
-    assert cpu._packed(W[:16, :16].astype(np.float32), 16, 16).dtype == np.float32  # 2^12
-    if mkl.packed_steps():
-        assert cpu._packed(rng.standard_normal((128, 128)), 128, 16).dtype == np.uint8
-        assert cpu._packed(W.astype(np.float32), 64, 16).dtype == np.uint8   # f32: 2^14
 
 
 def test_openblas_when_asked_for():
@@ -300,7 +287,7 @@ def test_openblas_when_asked_for():
 def test_batched_products_on_openblas_on_mkls_compatible_path(monkeypatch):
     """MKL's plain ?gemm was slower than OpenBLAS in float64 on its compatible code path
     (AMD's CPUs: branch 2), and its ?gemv in both dtypes: there float64's batched
-    products compile for OpenBLAS and a single sequence's steps run on OpenBLAS's GEMV;
+    products compile for OpenBLAS and a single sequence's steps on register tiles;
     float32's batched products and everything elsewhere on MKL; the packed steps of
     N > 1 stay on MKL."""
     for branch, f64 in ((2, "_serial"), (10, "_serial_mkl"), (14, "_serial_mkl")):

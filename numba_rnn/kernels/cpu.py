@@ -18,10 +18,10 @@ with a parallel region per step: ~1 µs a step of region and barrier, which kept
 below N·H·H = 2^18 on one core. The tiny shape's forward recurrence takes 0.27 ms in
 two row blocks, 0.40 ms serially and 0.80 ms in per-step panels.) Within a block the
 step product can still be cut into hidden-unit **panels** (contiguous ranges of
-:data:`PANEL_ALIGN`-multiple width, one BLAS call each; a small step's panel, and a
-single sequence's, is multiplied with register tiles instead, :mod:`.tiles`,
-:data:`TILE_MAX_MACS`). A batch that does not split into blocks (a
-single sequence) is cut into :data:`SHARED_PANELS` panels, which the threads share step by step
+:data:`PANEL_ALIGN`-multiple width, one product each: register tiles, :mod:`.tiles`,
+or MKL's packed GEMM for a big step where MKL is in use, :data:`TILE_MAX_MACS`). A
+batch that does not split into blocks (a single sequence) is cut into
+:data:`SHARED_PANELS` panels, which the threads share step by step
 (:func:`_forward_panels`, :func:`_backward_panels`: tasks handed over through atomic
 counters, no region per step).
 
@@ -41,8 +41,8 @@ Forward and backward are written as mirrors, line for line::
 and after the backward loop one more product, carry = δ<0>·W_aa, gives ∂L/∂a0. A
 panel of the forward multiplies by columns ``lo:hi`` of W_aaᵀ; its mirror in the
 backward by columns ``lo:hi`` of W_aa — each packed once per call into contiguous
-panels (:func:`_packed`): register tiles for small layers and single sequences
-(:mod:`.tiles`), else a BLAS's row-major GEMM. A reverse
+panels (:func:`_packed`): register tiles (:mod:`.tiles`), or MKL's packed format for
+big steps and, on the Xeon, a single sequence's row panels. A reverse
 direction walks time the other way: its "previous" step is t+1.
 """
 import functools
@@ -84,28 +84,19 @@ def _compile(py_func, parallel, engine="openblas"):
     return njit(parallel=parallel, cache=True, nogil=True, error_model="numpy")(clone)
 
 
-def pack_panels(M, width, gemv=False, out=None):
-    """Cut the columns of M (H, H) into panels of ``width`` for the products ``a·M``.
-
-    For a GEMM (several rows ``a``): a C-contiguous (panels, H, width) array, the last
-    panel zero-padded — each panel's product is a plain row-major GEMM (no transposed
-    operand: ~1.8× faster at H = 64). With ``gemv`` (one row): (panels, width, H), each
-    panel's columns of M stored as rows, so every output is a contiguous dot product
-    (the matrix-vector form that was ~1.5× faster than the axpy form at H = 256,
-    float64). ``out``: a zeroed array of that shape to fill instead of a new one.
-    """
+def pack_rows(M, width, out):
+    """Cut the columns of M (K, H) into panels of ``width`` for MKL's matrix-vector
+    product ``M[:, panel]ᵀ·a``: fill ``out``, a zeroed (panels, width, K) array, with
+    each panel's columns of M as rows, so every output is a contiguous dot product (the
+    matrix-vector form was ~1.5× faster than the axpy form at H = 256, float64)."""
     H = M.shape[1]
-    panels = -(-H // width)
-    shape = (panels, width, M.shape[0]) if gemv else (panels, M.shape[0], width)
-    out = np.zeros(shape, dtype=M.dtype) if out is None else out
-    for p in range(panels):
+    for p in range(out.shape[0]):
         lo, hi = p * width, min(H, (p + 1) * width)
-        dst = out[p, :hi - lo] if gemv else out[p, :, :hi - lo]
-        src = M[:, lo:hi].T if gemv else M[:, lo:hi]
+        src = M[:, lo:hi].T
         if src.strides[1] == src.itemsize:
-            dst[...] = src                                  # rows to rows
+            out[p, :hi - lo] = src                          # rows to rows
         else:
-            _transpose_into(src.T, dst)
+            _transpose_into(src.T, out[p, :hi - lo])
     return out
 
 
@@ -125,11 +116,9 @@ def _transpose_into(src, dst):
 def _panel_product(a, Wp, buf, p, n):
     """``buf[p][:, :n] = a·M[:, panel p]`` for all rows ``a`` (N, H); returns ``buf[p]``
     (N, width). ``Wp`` holds M's panels, from :func:`_packed`: register tiles
-    (panels, tiles, H, NC) for :func:`~.tiles.product`; for MKL a uint8 array (its
-    packed GEMM, or row panels for its GEMV when N = 1); else float panels from
-    :func:`pack_panels` — (panels, H, width) for a GEMM, (panels, width, H) for one
-    row, which goes through GEMV (OpenBLAS). Numba kernels only; each type of ``Wp``
-    compiles its own specialisation."""
+    (panels, tiles, H, NC) for :func:`~.tiles.product`, or for MKL a uint8 array (its
+    packed GEMM, or row panels for its GEMV when N = 1). Numba kernels only; each type
+    of ``Wp`` compiles its own specialisation."""
     raise NotImplementedError("_panel_product runs inside Numba kernels only")
 
 
@@ -143,19 +132,12 @@ def _panel_product_impl(a, Wp, buf, p, n):
             return buf[p]
         return tiled
 
-    if Wp.dtype == nbtypes.uint8:
+    if Wp.dtype == nbtypes.uint8:                           # MKL's panels, raw bytes
         def packed(a, Wp, buf, p, n):
             packed_product(a, Wp[p], buf[p], n)
             return buf[p]
         return packed
-
-    def blas(a, Wp, buf, p, n):
-        if a.shape[0] == 1:
-            np.dot(Wp[p], a[0], buf[p, 0])                  # (width,) = Wp[p]·a
-        else:
-            np.dot(a, Wp[p], buf[p])
-        return buf[p]
-    return blas
+    return None
 
 
 def _forward(U, Wp, a0, lengths, kind, reverse, A, buf):
@@ -594,63 +576,48 @@ def _panel_width(H, panels):
     return -(-width // PANEL_ALIGN) * PANEL_ALIGN
 
 
-#: Per-step multiply-adds (N·H·H, N the whole batch) from which the step products use
-#: MKL's packed GEMM (where MKL is loaded), by dtype. Per product, MKL packed ÷
-#: OpenBLAS time (f32 / f64), 2-core Xeon (MKL's AVX-512 path): N=16 H=64 1.00/0.89,
-#: N=16 H=128 0.73/0.69, N=16 H=256 0.46/0.58, N=64 H=1024 (half panel) 0.67, and the
-#: tiny-shape backward ~5 % slower with MKL (its packing costs ~15 µs per call through
-#: ctypes). 2-core AMD EPYC (MKL's branch 2, one row block of 8 or 32 rows): f32 8×64·64
-#: 0.42, 32×256·256 0.49, 32×1024·1024 0.89; f64 8×64·64 0.90, 32×256·256 1.0,
-#: 64×1024·512 1.11; whole recurrences (fwd / bwd, two blocks) f32 N=4 H=64 0.75/0.84,
-#: N=16 H=64 0.93/0.84, N=16 H=128 0.67/0.65, N=64 H=256 0.70/0.72; f64 N=16 H=64
-#: 1.24/1.22, N=16 H=128 1.06/1.25, N=64 H=256 1.02/1.01. Below these the products stay
-#: on OpenBLAS.
-MKL_MIN_MACS = {np.dtype(np.float32): 1 << 14, np.dtype(np.float64): 1 << 17}
-
-
 #: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to
-#: which a batch multiplies with register tiles
-#: (:mod:`.tiles`) instead of a BLAS. Per product, tile ÷ the faster of MKL's packed
-#: GEMM and OpenBLAS (2-core EPYC, one core, f32 / f64): 4×128·128 0.38 / 0.31,
-#: 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 / 0.84, 8×1024·512
-#: 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. A single sequence
-#: (one row, four tiles at a time) against OpenBLAS's GEMV on the dot-form panel, µs per
-#: product, f32 / f64: 1×128·64 0.22 vs 0.45 / 0.68 vs 0.92, 1×256·128 1.57 vs 1.77 /
-#: 3.27 vs 3.71, 1×512·256 5.80 vs 8.31 / 13.9 vs 16.4, 1×1024·512 29.2 vs 35.0 / 56.8
-#: vs 64.8; the stream recurrence (H = 256, f64, 2 threads sharing the steps) went from
-#: 5.7 / 6.2 ms (fwd / bwd) to 4.6 / 5.0.
+#: which a batch multiplies with register tiles (:mod:`.tiles`) where MKL's packed GEMM
+#: is in use; above it, MKL's. Per product, tile ÷ MKL's packed GEMM (2-core EPYC, one
+#: core, f32 / f64): 4×128·128 0.38 / 0.31, 8×64·64 0.52 / 0.53, 16×256·256 0.78 /
+#: 0.69, 32×256·256 0.89 / 0.84, 8×1024·512 0.53 / 0.56, 32×512·512 0.86 / 1.07,
+#: 32×1024·512 0.93 / 1.19. Without MKL every step product is a tile product: tile ÷
+#: OpenBLAS (GEMM for a batch, GEMV for one row, on panels packed for it; one core, µs
+#: per product, f32 / f64) 1×256·128 1.57 vs 1.77 / 3.27 vs 3.71, 1×4096·2048 1027 vs
+#: 1285 / 2670 vs 3266, 32×1024·512 482 vs 792 / 919 vs 1241, 64×1024·1024 1939 vs 2499
+#: / 3520 vs 4162, 128×1024·1024 3810 vs 4382 / 7583 vs 8129 — faster at every size
+#: measured, so OpenBLAS no longer multiplies the steps (its panels were a third
+#: specialisation of every recurrence kernel to compile). The stream recurrence (H =
+#: 256, f64, 2 threads sharing the steps) went from 5.7 / 6.2 ms (fwd / bwd) on
+#: OpenBLAS's GEMV to 4.6 / 5.0 on tiles.
 TILE_MAX_MACS = 1 << 22
 
 
 def _packed(M, width, N, rows=None):
     """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
     in a layer of batch ``N`` — for MKL's matrix-vector product when N = 1 and it is in
-    use (:func:`mkl.gemv_steps`: the Xeon); else register tiles
-    (:func:`~.tiles.pack_tiles`, in this thread's scratch) when N·H·width ≤
-    :data:`TILE_MAX_MACS`; else for MKL's packed product (:func:`mkl.pack_panels`)
-    when it is in use (:func:`mkl.packed_steps`), N > 1 and N·H·H ≥
-    :data:`MKL_MIN_MACS` of its dtype — else for OpenBLAS (:func:`pack_panels`). Which
-    product depends on N only, never on the row blocks, so serial and parallel runs
-    multiply alike."""
+    use (:func:`mkl.gemv_steps`: the Xeon); for MKL's packed product
+    (:func:`mkl.pack_panels`) when it is in use (:func:`mkl.packed_steps`), N > 1 and
+    N·H·width > :data:`TILE_MAX_MACS`; else register tiles (:func:`~.tiles.pack_tiles`,
+    in this thread's scratch; ``width`` is a multiple of :data:`PANEL_ALIGN`, so of a
+    tile's columns). Which product depends on N only, never on the row blocks, so
+    serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
-    nc = tile_columns(M.dtype)
     if N == 1 and mkl.gemv_steps():
         return _gemv_panels(M, width)
-    if N * M.shape[0] * width <= TILE_MAX_MACS and not width % nc:
-        return pack_tiles(M, width, _scratch(
-            "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
-    if N > 1 and N * M.shape[0] * M.shape[1] >= MKL_MIN_MACS[M.dtype] and \
-            mkl.packed_steps():
+    if N > 1 and N * M.shape[0] * width > TILE_MAX_MACS and mkl.packed_steps():
         return mkl.pack_panels(M, width, rows, reuse=True)   # used within the call only
-    return pack_panels(M, width, N == 1)
+    nc = tile_columns(M.dtype)
+    return pack_tiles(M, width, _scratch(
+        "tiles", (-(-M.shape[1] // width), width // nc, M.shape[0], nc), M.dtype))
 
 
 def _gemv_panels(M, width):
-    """M's row panels for MKL's GEMV (:func:`pack_panels` with ``gemv``), as a
-    (panels, bytes) uint8 array whose rows start on cache lines."""
+    """M's row panels for MKL's GEMV (:func:`pack_rows`), as a (panels, bytes) uint8
+    array whose rows start on cache lines."""
     K, H = M.shape
     raw = mkl.aligned_panels(-(-H // width), width * K * M.dtype.itemsize)
-    pack_panels(M, width, True, raw.view(M.dtype).reshape(raw.shape[0], width, K))
+    pack_rows(M, width, raw.view(M.dtype).reshape(raw.shape[0], width, K))
     return raw
 
 
@@ -692,17 +659,14 @@ def _run(kernels, shared, kernel, *args):
     """Call the recurrence ``kernel`` chose by :func:`_layout`: the panel-shared one
     with :func:`_shared_workers` workers (one per panel at most; ``args[-1]`` is the
     (blocks, panels, rows, width) scratch) and fresh claim flags, else the serial or
-    ``prange`` row-block variant. BLAS runs single-threaded inside either: a threaded
-    GEMM splits a call among its threads by their count, and OpenBLAS's Haswell sgemm
-    then rounds some rows differently (a serial 64×256·256×256 step differed in the last
-    bit from the same block on one BLAS thread)."""
-    with blas_single_threaded():
-        if kernel == "shared":
-            T, panels = args[0].shape[0], args[-1].shape[1]
-            tasks = (T + 1) * panels                        # the backward's, one more step
-            return shared(*args, _shared_workers(panels),
-                          np.zeros(CLAIMS + tasks, dtype=np.int64))
-        return kernels[kernel](*args)
+    ``prange`` row-block variant. No BLAS thread pool is involved: the step products
+    are register tiles or MKL on its sequential threading layer."""
+    if kernel == "shared":
+        T, panels = args[0].shape[0], args[-1].shape[1]
+        tasks = (T + 1) * panels                            # the backward's, one more step
+        return shared(*args, _shared_workers(panels),
+                      np.zeros(CLAIMS + tasks, dtype=np.int64))
+    return kernels[kernel](*args)
 
 
 def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=None, lengths=None,

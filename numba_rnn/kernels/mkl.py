@@ -230,7 +230,7 @@ def pack_panels(M, width, rows, reuse=False):
 
     MKL's packed format for ``cblas_?gemm_compute``; M may be a transposed view
     (``W_aa.T``): the packing reads it either way. (One row multiplies by plain row
-    panels instead, :func:`numba_rnn.kernels.cpu.pack_panels` in
+    panels instead, :func:`numba_rnn.kernels.cpu.pack_rows` in
     :func:`aligned_panels`.) With ``reuse`` the panels go into this thread's scratch
     buffer (:func:`_scratch`), overwritten by its next ``reuse`` packing: for a
     recurrence call, which packs once and is done with them when it returns. The

@@ -1,10 +1,12 @@
-"""Keep BLAS's thread pool out of the per-step products of the recurrences.
+"""Keep BLAS's thread pool out of the products our kernels call from Numba's threads.
 
-Inside the recurrence kernels ``np.dot`` calls SciPy's OpenBLAS once per time step
-on small matrices ((N, H)·(H, H)). Waking OpenBLAS's thread pool for each of those
-costs more than it saves, and with the ``prange``-parallel kernel its threads and
-Numba's compete for the same cores. Measured on the 2-core CI machine (float32,
-forward, ms, median of 5; shapes from BENCHMARKS.md):
+The batched products call BLAS once per row block, the blocks on Numba's threads: a
+threaded BLAS inside them would compete with Numba's threads for the same cores. It
+was measured when the recurrence kernels still called SciPy's OpenBLAS once per time
+step on small matrices ((N, H)·(H, H); their steps are now register tiles or MKL on its
+sequential layer), where waking OpenBLAS's thread pool for each product cost more
+than it saved — 2-core CI machine, float32, forward, ms, median of 5; shapes from
+BENCHMARKS.md:
 
 =======  ==================  =================  ====================  ===================
 shape    serial, BLAS 2 thr  serial, BLAS 1 thr  parallel, BLAS 2 thr  parallel, BLAS 1 thr
@@ -15,9 +17,8 @@ medium   71.3                38.0               716.7                 112.4
 large    162.9               118.7              436.9                 172.1
 =======  ==================  =================  ====================  ===================
 
-So while a recurrence kernel runs, BLAS is limited to one thread (~1.5 µs to
-enter and leave); the batched GEMMs outside the recurrences keep every
-thread.
+So while a model's call runs its kernels, BLAS is limited to one thread (~1.5 µs to
+enter and leave).
 """
 import contextlib
 import ctypes
