@@ -110,20 +110,30 @@ def gemm_floor(x, W_ax, W_aa, op, parallel=None):
 #: cycles, ~0.1 s, after a call; OpenMP's for ~0.3 ms).
 QUIET_S = 0.12
 
+#: Seconds of untimed calls after the pause, before the timed one (see :func:`_timed`).
+WARM_S = 0.02
+
 
 def _timed(f):
-    """ms of one call of ``f``, right after an untimed call of it, both after a pause.
+    """ms of one call of ``f``, after a pause and :data:`WARM_S` seconds of untimed calls
+    of ``f`` (at least one).
 
     Four thread pools can share this process (Numba's OpenMP, NumPy's and SciPy's
     OpenBLAS, torch's). A pool just used keeps spinning for a while, and a woken
     OpenMP worker can start on its master's core; either slows the *next* library
     called, by up to 2-3x on the 2-core machine (seen: our medium train step 19 ms
     alone, 23.5 ms right after NumPy's). The pause (:data:`QUIET_S`) lets the other
-    library's pool go idle and the untimed call lets ``f``'s own pool start from its
-    steady state, as in a training loop where one library runs.
+    library's pool go idle, and the untimed calls bring ``f`` to its steady state, as in
+    a training loop where one library runs step after step. One untimed call was not
+    enough there: a short call timed right after it was still slow from the pause (tiny
+    float32 forward, 2-core EPYC, medians of 9: ours 1.03–1.18 ms against 0.77–0.94
+    with 20 ms of warm-up, NumPy's 2.8–4.6 against 2.8–3.4).
     """
     time.sleep(QUIET_S)
+    warm_until = time.perf_counter() + WARM_S
     f()
+    while time.perf_counter() < warm_until:
+        f()
     t0 = time.perf_counter()
     f()
     return (time.perf_counter() - t0) * 1e3

@@ -1,6 +1,7 @@
 """The benchmark peers are correct RNNs, and the bench command reports what it promises.
 (Speed itself is never asserted here: it lives in asv and `numba-rnn bench`.)"""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -61,9 +62,11 @@ def test_cuda_bench_table_and_targets():
     assert "| 0.5 | 0.25 | 0.125 | — |" in text
 
 
-def test_alternating_timer_pairs_ours_with_each_peer():
+def test_alternating_timer_pairs_ours_with_each_peer(monkeypatch):
     """Ratios come from each pairing: ours ran once per peer pairing and repeat, and
-    every timed call came after an untimed one."""
+    every timed call came after an untimed one (no pause or warm-up time here)."""
+    monkeypatch.setattr(bench, "QUIET_S", 0)
+    monkeypatch.setattr(bench, "WARM_S", 0)
     calls = {"ours": 0, "a": 0, "b": 0}
 
     def counter(k):
@@ -74,6 +77,23 @@ def test_alternating_timer_pairs_ours_with_each_peer():
     assert calls == {"ours": 2 * 3 * 2, "a": 3 * 2, "b": 3 * 2}
     assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b"}
     assert all(v > 0 for v in res.values())
+
+
+def test_timed_call_comes_after_the_pause_and_a_warm_up(monkeypatch):
+    """Each timed call follows the pause and WARM_S seconds of untimed calls of the
+    same function (steady state, as in a training loop), and is the last call."""
+    monkeypatch.setattr(bench, "QUIET_S", 0.03)
+    monkeypatch.setattr(bench, "WARM_S", 0.05)
+    stamps = []
+
+    def f():
+        stamps.append(time.perf_counter())
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    ms = bench._timed(f)
+    assert stamps[0] - t0 >= 0.03                          # after the pause
+    assert stamps[-1] - stamps[0] >= 0.05 and len(stamps) >= 3
+    assert 10 <= ms < 1e3 * (time.perf_counter() - stamps[-2])   # the last call alone
 
 
 def test_bench_cli_parallel_choice(capsys):
