@@ -9,7 +9,8 @@ ratio ours/peer is what is compared, never an absolute time.
 - :class:`NumpyRNN`: what a researcher writes by hand — input projection hoisted, one
   ``a = tanh(U[t] + a @ W_aaᵀ)`` per step, weight gradients as one GEMM each.
 Timing (:func:`_median_alternating`): ours and one peer alternate, each timed call
-right after an untimed call of the same function; ratios come from each pairing.
+after a pause and 20 ms of untimed calls of the same function; ratios come from each
+pairing.
 
 - :func:`gemm_floor`: the same matrix products issued back-to-back through the BLAS
   our kernels call (MKL's ``?gemm`` where it is loaded, else OpenBLAS) — what the
@@ -141,7 +142,8 @@ def _timed(f):
 
 def _median_alternating(fns, repeats):
     """Time ``fns["ours"]`` against each other function in turn, alternating the two
-    ``repeats`` times (each timed call after an untimed one, see :func:`_timed`).
+    ``repeats`` times (each timed call after a pause and untimed calls, see
+    :func:`_timed`).
 
     Returns medians in ms: ``<peer>`` for each peer, ``ours_<peer>`` for ours within
     that pairing and ``ours`` over all its timings, and ``ratio_<peer>`` =
