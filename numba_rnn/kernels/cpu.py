@@ -576,20 +576,18 @@ def _panel_width(H, panels):
     return -(-width // PANEL_ALIGN) * PANEL_ALIGN
 
 
-#: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to
-#: which a batch multiplies with register tiles (:mod:`.tiles`) where MKL's packed GEMM
-#: is in use; above it, MKL's. Per product, tile ÷ MKL's packed GEMM (2-core EPYC, one
-#: core, f32 / f64): 4×128·128 0.38 / 0.31, 8×64·64 0.52 / 0.53, 16×256·256 0.78 /
-#: 0.69, 32×256·256 0.89 / 0.84, 8×1024·512 0.53 / 0.56, 32×512·512 0.86 / 1.07,
-#: 32×1024·512 0.93 / 1.19. Without MKL every step product is a tile product: tile ÷
-#: OpenBLAS (GEMM for a batch, GEMV for one row, on panels packed for it; one core, µs
-#: per product, f32 / f64) 1×256·128 1.57 vs 1.77 / 3.27 vs 3.71, 1×4096·2048 1027 vs
-#: 1285 / 2670 vs 3266, 32×1024·512 482 vs 792 / 919 vs 1241, 64×1024·1024 1939 vs 2499
-#: / 3520 vs 4162, 128×1024·1024 3810 vs 4382 / 7583 vs 8129 — faster at every size
-#: measured, so OpenBLAS no longer multiplies the steps (its panels were a third
-#: specialisation of every recurrence kernel to compile). The stream recurrence (H =
-#: 256, f64, 2 threads sharing the steps) went from 5.7 / 6.2 ms (fwd / bwd) on
-#: OpenBLAS's GEMV to 4.6 / 5.0 on tiles.
+#: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to which a batch
+#: multiplies with register tiles (:mod:`.tiles`) where MKL's packed GEMM is in use; above it,
+#: MKL's. Per product, tile ÷ the faster of MKL's packed GEMM and OpenBLAS (2-core EPYC, one core,
+#: f32 / f64): 4×128·128 0.38 / 0.31, 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 /
+#: 0.84, 8×1024·512 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. Without MKL every
+#: step product is a tile product: tile ÷ OpenBLAS (GEMM for a batch, GEMV for one row, on panels
+#: packed for it; one core, µs per product, f32 / f64) 1×256·128 1.57 vs 1.77 / 3.27 vs 3.71,
+#: 1×4096·2048 1027 vs 1285 / 2670 vs 3266, 32×1024·512 482 vs 792 / 919 vs 1241, 64×1024·1024 1939
+#: vs 2499 / 3520 vs 4162, 128×1024·1024 3810 vs 4382 / 7583 vs 8129 — faster at every size
+#: measured, so OpenBLAS no longer multiplies the steps (its panels were a third specialisation of
+#: every recurrence kernel to compile). The stream recurrence (H = 256, f64, 2 threads sharing the
+#: steps) went from 5.7 / 6.2 ms (fwd / bwd) on OpenBLAS's GEMV to 4.6 / 5.0 on tiles.
 TILE_MAX_MACS = 1 << 22
 
 
