@@ -142,7 +142,7 @@ def _measure(gpu, shape, dtype, repeats):
                "train": lambda: (gpu.recurrence_forward(U, P["W_aa_l0"], a0, rnn._kind),
                                  gpu.recurrence_backward(dA, A, P["W_aa_l0"], None, rnn._kind))}
     variant, size = gpu.plan(N, H, dtype)
-    blocks = -(-N // size) if variant == "block" else -(-H // size) if variant == "grid" else 0
+    blocks = N if variant == "block" else -(-H // size) if variant == "grid" else 0
     sync_us = grid_sync_floor_us(T, blocks) if variant == "grid" else None
     rows = []
     for op in ("forward", "train"):

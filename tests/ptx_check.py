@@ -30,7 +30,9 @@ def arr(dt, nd, layout="C"):
     return types.Array(dt, nd, layout)
 
 
-def check(kernel, sig, name, float32):
+def check(kernel, sig, name, float32, registers=False):
+    """Compile ``kernel`` for ``sig``; with ``float32``, no float64 instruction may
+    appear; with ``registers``, no local memory (its arrays must live in registers)."""
     global failures
     try:
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
@@ -41,6 +43,9 @@ def check(kernel, sig, name, float32):
     if float32 and re.search(r"\.f64\b", ptx):
         failures += 1
         print("FAIL", name, "float32 kernel has float64 instructions")
+    elif registers and re.search(r"\.local\b", ptx):
+        failures += 1
+        print("FAIL", name, "keeps an array in local memory instead of registers")
     else:
         print("ok", name)
 
@@ -49,9 +54,13 @@ for dt in (types.float32, types.float64):
     f32 = dt == types.float32
     K = {**cr.build(np.dtype(str(dt))), **cp.build(np.dtype(str(dt)))}
     A3, A2, A1, L = arr(dt, 3), arr(dt, 2), arr(dt, 1), arr(i64, 1)
+    for KW in (4, 16, cr.BLOCK_KW_MAX):        # every power of two the plan can ask for
+        B = cr.build_block(np.dtype(str(dt)), KW)
+        check(B["forward_block"], (A3, A2, A2, L, i64, b1, i64, A3),
+              f"forward_block[{dt}, KW={KW}]", f32, registers=True)
+        check(B["backward_block"], (A3, A3, A2, A2, L, i64, b1, i64, A3, A3, A2),
+              f"backward_block[{dt}, KW={KW}]", f32, registers=True)
     sigs = {
-        "forward_block": (A3, A2, A2, L, i64, b1, i64, i64, A3),
-        "backward_block": (A3, A3, A2, A2, L, i64, b1, i64, i64, A3, A2, A2),
         "forward_grid": (A3, A2, A2, L, i64, b1, i64, i64, A3),
         "backward_grid": (A3, A3, A2, L, i64, b1, i64, i64, A2, A3, A3),
         "finish_norms": (A3, A2),

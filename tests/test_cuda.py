@@ -39,12 +39,14 @@ def assert_close(a, b, tol=1e-10):
 
 # ---------------------------------------------------------------------- recurrences
 # (variant, blocks, lanes per dot, kind, reverse, lengths): every variant with the plan's
-# lanes in every direction and padding; then several lanes in rounds of 32 threads, and 32
-# lanes (five reduction levels), each in two of them
+# lanes in every direction and padding; then several lanes (block: 2 and 8 lanes a unit,
+# 5·8 = 40 threads in two warps; grid: 8, and 32 lanes in rounds of 64 threads, five
+# butterfly levels), each in two of them
 DIRECTIONS = [(TANH, False, None), (RELU, True, [4, 2, 1]), (TANH, False, [3, 4, 1]),
               (RELU, False, None), (TANH, True, [4, 2, 1]), (RELU, False, [3, 4, 1])]
 CASES = [(v, None, None, *d) for v in ("block", "grid", "step") for d in DIRECTIONS] + \
-    [(v, b, p, *d) for v, b, p in (("block", 2, 4), ("block", None, 32), ("grid", None, 8))
+    [(v, b, p, *d) for v, b, p in (("block", None, 2), ("block", None, 8), ("grid", None, 8),
+                                   ("grid", None, 32))
      for d in DIRECTIONS[1:3]]
 
 
@@ -61,12 +63,12 @@ def test_recurrence_kernels_match_cpu(variant, blocks, lanes, kind, reverse, len
     lens = None if lengths is None else np.array(lengths)
     A = cpu.recurrence_forward(U, W, a0, kind, reverse, lengths=lens)
     A_gpu = gpu.recurrence_forward(dev(U), dev(W), dev(a0), kind, reverse, lengths=lens,
-                                   variant=variant, blocks=blocks, threads=32, lanes=lanes)
+                                   variant=variant, blocks=blocks, threads=64, lanes=lanes)
     assert_close(A_gpu, A)
     delta, dh0, norms = cpu.recurrence_backward(dA, A, W, dh_n, kind, reverse, lengths=lens)
     d_gpu, dh0_gpu, n_gpu = gpu.recurrence_backward(dev(dA), dev(A), dev(W), dev(dh_n), kind,
                                                     reverse, lengths=lens, variant=variant,
-                                                    blocks=blocks, threads=32, lanes=lanes)
+                                                    blocks=blocks, threads=64, lanes=lanes)
     assert_close(d_gpu, delta)
     assert_close(dh0_gpu, dh0)
     assert_close(n_gpu, norms)
@@ -129,12 +131,12 @@ def test_grid_variant_needs_co_resident_blocks():
 
 def test_plan_picks_the_variant_by_shape():
     f32 = np.float32
-    assert gpu.plan(16, 64, f32)[0] == "block"               # tiny: W_aa fits a block
+    assert gpu.plan(16, 64, f32) == ("block", 4)             # tiny: 16 weights a thread
+    assert gpu.plan(16, 128, f32) == ("block", 8)            # 1024 threads
+    assert gpu.plan(16, 129, f32)[0] == "grid"               # 16 lanes: too many threads
     assert gpu.plan(64, 1024, f32)[0] == "grid"              # large: split the units
     assert gpu.plan(64, 2560, f32)[0] == "grid"
     assert gpu.plan(64, 20000, f32)[0] == "step"             # one column does not fit
-    nb = gpu.plan(16, 64, f32, blocks=4)[1]
-    assert nb == 4                                           # 16 rows over 4 blocks
     with pytest.raises(ValueError, match="cannot hold"):
         gpu.plan(64, 1024, f32, variant="block")
     with pytest.raises(ValueError, match="variant must be one of"):
@@ -148,21 +150,26 @@ def test_plan_and_lanes_on_an_h200(monkeypatch):
     f32 = np.float32
     assert [gpu.plan(N, H, f32) for N, H in [(16, 64), (1, 256), (64, 256), (64, 1024),
                                               (16, 1760), (64, 2560)]] == \
-        [("block", 1), ("grid", 4), ("grid", 4), ("grid", 8), ("grid", 4), ("grid", 4)]
-    room = 46 * 1024 // 4
-    assert gpu._lanes(64, 64, 64, 1024, room) == (16, 1024)       # tiny: 64 dots of 64
-    assert gpu._lanes(1, 4, 256, 1024, room) == (32, 32)          # stream: one group
-    assert gpu._lanes(64, 256, 256, 1024, room) == (16, 1024)     # medium
-    assert gpu._lanes(64, 256, 256, 1024, 1024) == (4, 256)       # shared memory binds
-    assert gpu._lanes(100, 100, 12, 1024, room) == (2, 224)       # H = 12: 6 a lane
-    assert gpu._lanes(100, 100, 7, 1024, room) == (1, 128)        # H = 7: one lane
-    assert gpu._lanes(3, 3, 5, 32, room, lanes=32) == (32, 32)
+        [("block", 4), ("grid", 4), ("grid", 4), ("grid", 8), ("grid", 4), ("grid", 4)]
+    assert gpu._lanes(64, 64, 1024) == (16, 1024)       # 64 dots of 64
+    assert gpu._lanes(1, 256, 1024) == (32, 32)         # stream: one group of four units
+    assert gpu._lanes(64, 256, 1024) == (16, 1024)      # medium
+    assert gpu._lanes(64, 256, 256) == (4, 256)         # threads bind
+    assert gpu._lanes(100, 12, 1024) == (2, 224)        # H = 12: 6 a lane
+    assert gpu._lanes(100, 7, 1024) == (1, 128)         # H = 7: one lane
+    assert gpu._lanes(3, 5, 32, lanes=32) == (32, 32)
     for bad in (3, 0, 64):
         with pytest.raises(ValueError, match="lanes must be a power of two"):
-            gpu._lanes(3, 3, 5, 32, room, lanes=bad)
-    with pytest.raises(ValueError, match="lanes must be"):
-        gpu._lanes(64, 64, 64, 1024, 100, lanes=4)                # 256 partials > 100
+            gpu._lanes(3, 5, 32, lanes=bad)
     assert gpu._grid_smem(64, 1024, 7) == 8 * 1024 + 64 * 7 + 64 * 8
+    # block: the least lanes leaving ≤ 16 weights a thread, in ≤ 1024 threads
+    assert [gpu._block_lanes(H, 1024) for H in (5, 16, 17, 64, 100, 128, 129)] == \
+        [1, 1, 2, 4, 8, 8, 0]
+    assert [gpu._block_kw(H, S) for H, S in ((5, 1), (17, 2), (64, 4), (100, 8), (3, 2))] == \
+        [8, 16, 16, 16, 4]
+    assert gpu._block_lanes(64, 1024, lanes=2) == 2     # 32 weights a thread: allowed
+    with pytest.raises(ValueError, match="lanes must be a power of two"):
+        gpu._block_lanes(64, 1024, lanes=1)             # 64 weights a thread: too many
 
 
 # ---------------------------------------------------------------------- products
@@ -417,7 +424,7 @@ def test_gpu_variants_tool_times_every_variant_that_holds_the_shape():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     timings = tool.variants(2, 8, 3)
-    assert set(timings) == {"block", "grid", "step"}
+    assert set(timings) == {"block", "grid", "step", "block/2", "block/4", "block/8"}
     for fwd_bwd in timings.values():
         assert isinstance(fwd_bwd, tuple) and min(fwd_bwd) > 0, fwd_bwd
 

@@ -3,7 +3,8 @@ profile the tiny and medium model calls (run by tools/gpu_check.sh on a GPU mach
 
 Prints, per shape: the plan's choice, then forward and backward of the recurrence kernels
 alone for every variant that can hold the shape (medians of 5). ``QUICK=1`` uses one toy
-shape and skips the profiles (to try the script in numba's simulator).
+shape and skips the profiles (to try the script in numba's simulator); ``NO_STEP=1``
+skips the one-launch-a-step fallback (seconds at the big shapes).
 """
 import cProfile
 import io
@@ -46,25 +47,31 @@ def launch_us(n=2000):
 
 
 def variants(N, H, T, dtype=np.float32):
-    """``{variant: (forward ms, backward ms) or the error}`` of the recurrence kernels."""
+    """``{label: (forward ms, backward ms) or the error}`` of the recurrence kernels:
+    every variant that can hold the shape, and ``block`` with 2, 4 and 8 lanes a unit."""
     rng = np.random.default_rng(0)
     U = cuda.to_device(rng.standard_normal((T, N, H)).astype(dtype))
     W = cuda.to_device((rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype))
     a0 = cuda.to_device(np.zeros((N, H), dtype))
     dA = cuda.to_device(np.ones((T, N, H), dtype))
     out = {}
-    for v in ("block", "grid", "step"):
+    tries = [(v, None) for v in ("block", "grid", "step")[:2 if os.environ.get("NO_STEP") else 3]]
+    if gpu.plan(N, H, dtype)[0] == "block":
+        tries += [("block", lanes) for lanes in (2, 4, 8)]
+    for v, lanes in tries:
+        label = v if lanes is None else f"{v}/{lanes}"
         try:
             gpu.plan(N, H, dtype, variant=v)
         except ValueError:
             continue
         try:
-            A = gpu.recurrence_forward(U, W, a0, 0, variant=v)
-            out[v] = (median_ms(lambda v=v: gpu.recurrence_forward(U, W, a0, 0, variant=v)),
-                      median_ms(lambda v=v, A=A: gpu.recurrence_backward(dA, A, W, None, 0,
-                                                                         variant=v)))
+            kw = dict(variant=v, lanes=lanes)
+            A = gpu.recurrence_forward(U, W, a0, 0, **kw)
+            out[label] = (median_ms(lambda kw=kw: gpu.recurrence_forward(U, W, a0, 0, **kw)),
+                          median_ms(lambda kw=kw, A=A: gpu.recurrence_backward(dA, A, W, None, 0,
+                                                                               **kw)))
         except Exception as err:        # report it and go on to the next variant
-            out[v] = f"{type(err).__name__}: {str(err)[:160]}"
+            out[label] = f"{type(err).__name__}: {str(err)[:160]}"
     return out
 
 

@@ -36,6 +36,7 @@ else:
 # threads per block of the recurrence kernels (the simulator runs a Python thread for
 # each, so it gets fewer: the tests force every lane and round count anyway)
 MAX_THREADS = 64 if SIMULATOR else 1024
+BLOCK_THREADS = 1024    # a GPU's threads per block: what ``plan`` sizes the block variant by
 VARIANTS = ("block", "grid", "step")
 
 
@@ -51,12 +52,14 @@ def check_available():
 _built = {}
 
 
-def _kernels(dtype):
-    """The per-dtype kernels (recurrences and GEMM), built once."""
-    dt = np.dtype(dtype)
-    if dt not in _built:
-        _built[dt] = {**cr.build(dt), **cp.build(dt)}
-    return _built[dt]
+def _kernels(dtype, KW=None):
+    """The per-dtype kernels (recurrences and GEMM), or with ``KW`` the ``block``
+    variant's for that many register weights a thread; each built once."""
+    key = (np.dtype(dtype), KW)
+    if key not in _built:
+        dt = np.dtype(dtype)
+        _built[key] = cr.build_block(dt, KW) if KW else {**cr.build(dt), **cp.build(dt)}
+    return _built[key]
 
 
 # ---------------------------------------------------------------------- arrays
@@ -241,25 +244,25 @@ def _device_info():
 
 
 def plan(N, H, dtype, variant=None, blocks=None):
-    """Choose the recurrence variant for (N, H, dtype): ``(variant, rows_or_units)``.
+    """Choose the recurrence variant for (N, H, dtype): ``(variant, lanes_or_units)``.
 
-    ``block`` when W_aa (H rows padded to H + 1) plus the carry, δ and g buffers of nb
-    rows and one lane's partial dots fit one block's shared memory, with nb rows per
-    block chosen to spread the batch over the SMs; else ``grid`` with R hidden units
-    per block such that R rows of W_aa (padded to a multiple of four), N·R squares and
-    one lane's partial dots fit; else ``step``. A forced ``variant`` that cannot hold
-    the shape raises ValueError. ``blocks`` asks for that many blocks (rows split for
-    ``block``, units for ``grid``) where shared memory allows.
+    ``block`` (one block per batch row) when W_aa fits the registers of one block: S
+    lanes per unit, the least power of two that leaves each thread at most
+    ``BLOCK_KW`` weights, within ``BLOCK_THREADS`` (so H ≤ 128); else ``grid`` with
+    R hidden units per block such that R rows of W_aa (padded to a multiple of four)
+    and the N·R squares and sums fit; else ``step``. A forced ``variant`` that cannot
+    hold the shape raises ValueError. ``blocks`` asks for that many ``grid`` blocks
+    where shared memory allows (``block`` always runs one per row).
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    S = cr.smem_elements(dtype)
+    S = cr.smem_elements(dtype) - cr.scratch_elements(MAX_THREADS)
     sms = _device_info()
-    nb_max = (S - H * (H + 1)) // (4 * H + 1) if H * (H + 1) < S else 0
     R_max = max([R for R in (4 * (S // (4 * (H + 2 * N))), 3, 2, 1)
                  if _grid_smem(N, H, R) <= S], default=0)
-    if variant in (None, "block") and nb_max >= 1:
-        return "block", max(1, min(nb_max, math.ceil(N / (blocks or sms))))
+    lanes = _block_lanes(H, BLOCK_THREADS)
+    if variant in (None, "block") and lanes:
+        return "block", lanes
     if variant in (None, "grid") and R_max >= 1:
         R = max(1, min(R_max, math.ceil(H / (blocks or sms))))
         R4 = 4 * math.ceil(R / 4)                           # whole groups of four units
@@ -267,42 +270,71 @@ def plan(N, H, dtype, variant=None, blocks=None):
     if variant in (None, "step"):
         return "step", 0
     raise ValueError(f"variant={variant!r} cannot hold N={N}, H={H} in {S} shared-memory "
-                     f"elements of {np.dtype(dtype)}")
+                     f"elements of {np.dtype(dtype)} or {MAX_THREADS} threads")
 
 
-def _grid_smem(N, H, R, P=1):
+def _past_block(N, H, dtype, blocks):
+    """The plan when the ``block`` variant cannot launch: ``grid``, else ``step``."""
+    try:
+        return plan(N, H, dtype, "grid", blocks)
+    except ValueError:
+        return "step", 0
+
+
+def _block_lanes(H, cap, lanes=None):
+    """S, the lanes per unit of the ``block`` variant (0 when H does not fit): the least
+    power of two with ⌈H/S⌉ ≤ ``BLOCK_KW`` weights a thread, or ``lanes`` when given,
+    such that the H·S threads (whole warps) fit ``cap``."""
+    if lanes is not None:
+        S = int(lanes)
+        if S < 1 or S > 32 or S & (S - 1) or math.ceil(H / S) > cr.BLOCK_KW_MAX:
+            raise ValueError(f"lanes must be a power of two in [1, 32] leaving at most "
+                             f"{cr.BLOCK_KW_MAX} weights a thread for H={H}, got {lanes!r}")
+    else:
+        S = 1
+        while S < 32 and math.ceil(H / S) > cr.BLOCK_KW:
+            S *= 2
+    return S if 32 * math.ceil(H * S / 32) <= cap and math.ceil(H / S) <= cr.BLOCK_KW_MAX else 0
+
+
+def _block_kw(H, S):
+    """Weights a thread holds: ⌈H/S⌉ rounded up to a power of two, at least four."""
+    return max(4, 1 << (math.ceil(H / S) - 1).bit_length())
+
+
+def _grid_smem(N, H, R, threads=0):
     """Shared elements of a ``grid`` block: R rows of W (padded to a multiple of four),
-    the backward's N·R squares and P lanes' partial sums of N·R (padded) dots."""
+    the backward's N·R squares, the N·R (padded) dots and ``xor_sum``'s scratch."""
     R4 = 4 * math.ceil(R / 4)
-    return R4 * H + N * R + P * N * R4
+    return R4 * H + N * R + N * R4 + cr.scratch_elements(threads)
 
 
-def _lanes(outputs, slots, H, cap, room, lanes=None):
+def _lanes(outputs, H, cap, lanes=None):
     """``(P, threads)``: P lanes share each output's dot (a power of two ≤ 32 with at
-    least four products a lane) while P·outputs threads fit ``cap`` and P·slots partial
-    sums fit ``room`` shared elements; threads are whole warps, at most ``cap``.
-    ``lanes`` forces P (tests use it to cover every reduction depth)."""
+    least four products a lane) while P·outputs threads fit ``cap``; threads are
+    whole warps, at most ``cap``. ``lanes`` forces P (tests use it to cover every
+    reduction depth)."""
     cap = 32 * max(1, int(cap) // 32)
     P = 1
     if lanes is not None:
         P = int(lanes)
-        if P < 1 or P > 32 or P & (P - 1) or P * slots > room:
-            raise ValueError(f"lanes must be a power of two in [1, 32] whose {slots} partial "
-                             f"sums each fit {room} shared elements, got {lanes!r}")
+        if P < 1 or P > 32 or P & (P - 1):
+            raise ValueError(f"lanes must be a power of two in [1, 32], got {lanes!r}")
     else:
-        while 2 * P <= 32 and 8 * P <= H and 2 * P * outputs <= cap and 2 * P * slots <= room:
+        while 2 * P <= 32 and 8 * P <= H and 2 * P * outputs <= cap:
             P *= 2
     return P, min(cap, 32 * math.ceil(P * outputs / 32))
 
 
-def _block_launch(kernel, args, N, H, dtype, nb, threads, lanes, backward):
-    """``(blocks, P, threads, shared bytes)`` of the ``block`` variant."""
-    rows = min(nb, N)
-    width = rows * H + (rows if backward else 0)
-    fixed = H * (H + 1) + (3 if backward else 2) * nb * H
+def _block_launch(kernel, args, N, H, dtype, S, threads):
+    """``(blocks, threads, shared bytes)`` of the ``block`` variant, or None when its
+    H·S threads exceed the compiled kernel's limit (its registers) or ``threads``."""
+    th = 32 * math.ceil(H * S / 32)
     cap = min(MAX_THREADS if threads is None else threads, _compiled(kernel, args)[0])
-    P, th = _lanes(width, width, H, cap, cr.smem_elements(dtype) - fixed, lanes)
-    return math.ceil(N / nb), P, th, (fixed + P * width) * np.dtype(dtype).itemsize
+    if th > cap:
+        return None
+    HS = S * _block_kw(H, S)
+    return N, th, (2 * HS + cr.scratch_elements(th)) * np.dtype(dtype).itemsize
 
 
 def _grid_launch(kernel, args, N, H, dtype, R, threads, lanes, backward):
@@ -311,13 +343,14 @@ def _grid_launch(kernel, args, N, H, dtype, R, threads, lanes, backward):
     one warp)."""
     G = math.ceil(H / R)
     G4 = math.ceil(min(R, H) / 4)
-    fixed = G4 * 4 * H + (N * R if backward else 0)
     per_sm = math.ceil(G / _device_info())
     limit, co_resident = _compiled(kernel, args)
     cap = min(MAX_THREADS // per_sm if threads is None else threads, limit)
     while True:
-        P, th = _lanes(N * G4, N * G4 * 4, H, cap, cr.smem_elements(dtype) - fixed, lanes)
-        shared = (fixed + P * N * G4 * 4) * np.dtype(dtype).itemsize
+        P, th = _lanes(N * G4, H, cap, lanes)
+        R_ = min(R, H)
+        shared = (G4 * 4 * H + (N * R_ if backward else 0) + N * G4 * 4
+                  + cr.scratch_elements(th)) * np.dtype(dtype).itemsize
         if G <= co_resident(th, shared):
             return G, P, th, shared
         if th <= 32:
@@ -358,11 +391,17 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     k = _kernels(U.dtype)
     which, size = plan(N, H, U.dtype, variant, blocks)
     if which == "block":
-        args = (U, W_aa, a0, lens, kind, bool(reverse), size, 1, A)
-        nblocks, P, th, shared = _block_launch(k["forward_block"], args, N, H, U.dtype, size,
-                                               threads, lanes, False)
-        ca.launch(k["forward_block"], nblocks, th, shared)(*args[:7], P, A)
-        return A
+        S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
+        kb = _kernels(U.dtype, _block_kw(H, S))["forward_block"]
+        args = (U, W_aa, a0, lens, kind, bool(reverse), S, A)
+        fit = _block_launch(kb, args, N, H, U.dtype, S, threads) if S else None
+        if fit is not None:
+            ca.launch(kb, *fit)(*args)
+            return A
+        if variant == "block":
+            raise ValueError(f"variant='block' needs {H}·{S or lanes} threads, more than "
+                             f"the {threads or MAX_THREADS} allowed for H={H}")
+        which, size = _past_block(N, H, U.dtype, blocks)
     if which == "grid":
         args = (U, W_aa, a0, lens, kind, bool(reverse), size, 1, A)
         fit = _grid_launch(k["forward_grid"], args, N, H, U.dtype, size, threads, lanes, False)
@@ -392,12 +431,22 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     k = _kernels(A.dtype)
     which, size = plan(N, H, A.dtype, variant, blocks)
     if which == "block":
+        S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
+        kb = _kernels(A.dtype, _block_kw(H, S))["backward_block"]
         dh0 = empty((N, H), A.dtype)
-        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), size, 1, delta, norms, dh0)
-        nblocks, P, th, shared = _block_launch(k["backward_block"], args, N, H, A.dtype, size,
-                                               threads, lanes, True)
-        ca.launch(k["backward_block"], nblocks, th, shared)(*args[:8], P, *args[9:])
-        return delta, dh0, norms
+        th = 32 * math.ceil(H * S / 32)
+        partial = empty((T, N, th // 32), A.dtype)
+        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), S, delta, partial, dh0)
+        fit = _block_launch(kb, args, N, H, A.dtype, S, threads) if S else None
+        if fit is not None:
+            ca.launch(kb, *fit)(*args)
+            if T * N:
+                ca.over(k["finish_norms"], T * N)(partial, norms)
+            return delta, dh0, norms
+        if variant == "block":
+            raise ValueError(f"variant='block' needs {H}·{S or lanes} threads, more than "
+                             f"the {threads or MAX_THREADS} allowed for H={H}")
+        which, size = _past_block(N, H, A.dtype, blocks)
     if which == "grid":
         partial = empty((T, N, math.ceil(H / size)), A.dtype)
         args = (dA, A, W_aa, lens, kind, bool(reverse), size, 1, carry, delta, partial)

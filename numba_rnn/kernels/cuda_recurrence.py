@@ -9,10 +9,12 @@ A numba.cuda launch from Python costs ~7–25 µs, more than a whole time step, 
 recurrence is **one launch per sequence** in two persistent variants, plus a
 non-persistent fallback:
 
-``block``  (small H: W_aa and a batch row's buffers fit in one block's shared memory)
-    Block b owns a slice of the batch rows and *all* H units. W_aa lives in shared
-    memory for the whole sequence, the previous state too (double-buffered), so a
-    step needs only ``cuda.syncthreads()``: blocks never wait for one another.
+``block``  (H ≤ 128: W_aa fits one block's registers)
+    Block n owns batch row n and *all* H units. Thread (j, s) keeps W[j, k] for
+    k ≡ s (mod S) in registers for the whole sequence (KW = ⌈H/S⌉ of them, rounded up
+    to a multiple of four, compiled in); the previous state sits in shared memory,
+    double-buffered, so a step is KW multiply-adds, a sum over the S lanes and one
+    ``cuda.syncthreads()``: blocks never wait for one another.
 ``grid``   (larger H)
     Block g owns a slice of the hidden units for every batch row and keeps their rows
     of W_aa (of Wᵀ in the backward) in shared memory across all steps. The new state is exchanged
@@ -27,18 +29,20 @@ W, so both are the same row-times-vector dots)::
     forward  z<t>[n, j]   = Σ_k W [j, k] · a<t-1>[n, k]     a<t> = g(U<t> + z<t>)
     backward c<t-1>[n, k] = Σ_j Wᵀ[k, j] · δ<t>[n, j]       δ<t> = (dA<t> + c<t>) ⊙ g'(a<t>)
 
-Each dot is shared by P lanes (a power of two up to 32): lane p takes the products
-k ≡ p (mod P), so consecutive lanes read consecutive addresses, and the P partial sums
-meet in shared memory, halved with a ``syncthreads`` per level (``lane_sum``; warp
-shuffles would be faster, but numba's simulator, which CI runs these kernels in, has
-none). Serial dots over H made every thread wait on one L2 load per product: on the
-H200 that was 17.7 µs a step at stream against 6.9 now.
+Each dot is shared by S (or P) lanes, a power of two up to 32: lane s takes the
+products k ≡ s (mod S), so consecutive lanes read consecutive addresses, and the
+lanes of one dot are consecutive threads of one warp. Their partial sums meet in a
+butterfly (``xor_sum``): on a GPU, warp shuffles with no barrier; numba's simulator,
+which CI runs these kernels in, has no shuffles, so there each thread reads the
+lanes' values from shared memory and adds them in the butterfly's order (the same
+additions, so the same bits), between two barriers. Serial dots over H made every
+thread wait on one L2 load per product: on the H200 that was 17.7 µs a step at stream.
 
-Kernels are compiled per dtype; shared memory is dynamic, sized by each launch for its
-shape. The tunables (rows or units per block, lanes, threads) are launch arguments,
-never module globals. The kernels avoid Python's ``min``/``max``: numba 0.68's
-built-in CUDA target fails to type ``min(int, int)`` in a kernel (numba-cuda does
-not), so a conditional expression is used instead.
+Kernels are compiled per dtype (and per KW for ``block``); shared memory is dynamic,
+sized by each launch for its shape. The tunables (lanes, units per block, threads)
+are launch arguments, never module globals. The kernels avoid Python's
+``min``/``max``: numba 0.68's built-in CUDA target fails to type ``min(int, int)`` in
+a kernel (numba-cuda does not), so a conditional expression is used instead.
 """
 import math
 
@@ -47,6 +51,7 @@ import numpy as np
 from numba import cuda
 
 from .activations import TANH
+from .cuda_arrays import SIMULATOR
 
 SMEM_BYTES = 46 * 1024   # dynamic shared memory a block may ask for (48 KB without opt-in)
 
@@ -57,10 +62,20 @@ def smem_elements(dtype):
     return SMEM_BYTES // np.dtype(dtype).itemsize
 
 
-def build(dtype):
-    """Compile-on-first-use kernels for one float dtype; returns a namespace dict."""
+FULL_MASK = 0xFFFFFFFF
+BLOCK_KW = 16            # register weights a thread aims for in the ``block`` variant
+BLOCK_KW_MAX = 32        # and the most it may hold
+
+
+def scratch_elements(threads):
+    """Shared elements a block needs for ``xor_sum``: one per thread in the simulator
+    (its butterfly goes through shared memory), none on a GPU (shuffles)."""
+    return threads if SIMULATOR else 0
+
+
+def _device_functions(dtype):
+    """The device functions every kernel of ``dtype`` shares: act, act_grad, xor_sum."""
     dt = np.dtype(dtype).type
-    sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's shared arrays want it
     zero = dt(0)
     one = dt(1)
 
@@ -78,169 +93,232 @@ def build(dtype):
             return g * (one - a * a)
         return g if a > zero else zero
 
-    # ------------------------------------------------------------------ shared pieces
-    @cuda.jit(device=True)
-    def dot_shared(sm, a, b, n, p, P):
-        """Σ over k ≡ p (mod P), k < n, of sm[a + k]·sm[b + k]: lane p's share of a dot."""
-        acc = zero
-        for k in range(p, n, P):
-            acc += sm[a + k] * sm[b + k]
-        return acc
+    if SIMULATOR:
+        def tree(sm, i, o, lo):
+            """Lane i's value after the butterfly levels lo … o, from the lanes' inputs."""
+            if o < lo:
+                return sm[i]
+            return tree(sm, i, o // 2, lo) + tree(sm, i ^ o, o // 2, lo)
 
-    @cuda.jit(device=True)
-    def dot4_global(sm, base, H, src, n, p, P):
-        """Lane p's share of four dots: rows base, base+H, +2H, +3H of ``sm`` against
-        src[n, :] (global, read once per k for all four; lanes read consecutive k)."""
-        z0 = zero
-        z1 = zero
-        z2 = zero
-        z3 = zero
-        for k in range(p, H, P):
-            v = src[n, k]
-            z0 += sm[base + k] * v
-            z1 += sm[base + H + k] * v
-            z2 += sm[base + 2 * H + k] * v
-            z3 += sm[base + 3 * H + k] * v
-        return z0, z1, z2, z3
-
-    @cuda.jit(device=True)
-    def lane_sum(sm, buf, width, P, tid, nt):
-        """sm[buf + p·width + i] summed over the P lanes (a power of two) into
-        sm[buf + i], halving with a block barrier per level. The caller has synchronised
-        after writing the partials; the sums are ready for every thread on return."""
-        half = P // 2
-        while half > 0:
-            for i in range(tid, half * width, nt):
-                sm[buf + i] += sm[buf + i + half * width]
+        @cuda.jit(device=True)
+        def xor_sum(v, lo, hi, sm, scratch, tid):
+            """The GPU version's butterfly (v summed over the lanes tid ^ o, o = lo,
+            2·lo, … < hi), the same additions in the same order, from the lanes' values
+            in sm[scratch + tid]: two barriers a call. Every thread of the block must
+            call it."""
+            if lo >= hi:
+                return v
+            sm[scratch + tid] = v
             cuda.syncthreads()
-            half //= 2
+            o = lo
+            while 2 * o < hi:
+                o *= 2
+            v = tree(sm[scratch:], tid, o, lo)
+            cuda.syncthreads()
+            return v
+    else:
+        @cuda.jit(device=True)
+        def xor_sum(v, lo, hi, sm, scratch, tid):
+            """v summed over the lanes tid ^ o, o = lo, 2·lo, … < hi (≤ 32), by warp
+            shuffles; every lane ends with the same sum. Every thread of the warp must
+            call it."""
+            o = lo
+            while o < hi:
+                v = v + cuda.shfl_xor_sync(FULL_MASK, v, o)
+                o *= 2
+            return v
 
-    # ------------------------------------------------------------------ block variant
+    return act, act_grad, xor_sum
+
+
+def build_block(dtype, KW):
+    """The ``block`` variant's kernels for ``dtype`` with KW (a multiple of four)
+    weights in each thread's registers; returns a namespace dict."""
+    dt = np.dtype(dtype).type
+    sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's arrays want it
+    zero = dt(0)
+    act, act_grad, xor_sum = _device_functions(dtype)
+
     @cuda.jit
-    def forward_block(U, W, a0, lengths, kind, reverse, nb, P, A):
-        """Block b: batch rows [b·nb, b·nb + nb), all H units.
+    def forward_block(U, W, a0, lengths, kind, reverse, S, A):
+        """Block n: batch row n. Thread (j, s) = (tid // S, tid % S) holds
+        W[j, s + S·i], i < KW, in registers (zero past H).
 
-        Shared: W (rows padded to H + 1, so lanes of different rows fall in different
-        banks), two (nb, H) state buffers and P lanes' partial dots. Each output
-        (r, j) is P lanes' partial dots over k ≡ p (mod P), summed by ``lane_sum``.
+        Shared: two state buffers of S·KW (a<t-1> read, a<t> written, zero past H),
+        then ``xor_sum``'s scratch.
         """
         T, N, H = U.shape
         sm = cuda.shared.array(0, sdt)
-        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
-        n0 = cuda.blockIdx.x * nb
-        rows = nb if nb < N - n0 else N - n0
-        M = rows * H
-        HP = H + 1
-        for i in range(tid, H * H, nt):                   # sm[j·HP + k] = W[j, k]
-            j = i // H
-            sm[j * HP + i - j * H] = W[j, i - j * H]
-        cur, nxt = H * HP, H * HP + nb * H                # two (nb, H) state buffers
-        buf = H * HP + 2 * nb * H                         # (P, M) partial dots
-        for i in range(tid, M, nt):
-            r = i // H
-            sm[cur + i] = a0[n0 + r, i - r * H]
+        tid = cuda.threadIdx.x
+        n = cuda.blockIdx.x
+        j = tid // S
+        s = tid - j * S
+        live = j < H
+        HS = S * KW
+        w = cuda.local.array(KW, sdt)
+        for i in range(KW):
+            w[i] = W[j, s + S * i] if live and s + S * i < H else zero
+        for i in range(tid, 2 * HS, cuda.blockDim.x):
+            sm[i] = a0[n, i] if i < H else zero
+        L = lengths[n]
+        prev = a0[n, j] if live else zero                 # padding: a<t> = a<t-1>
+        u = U[T - 1 if reverse else 0, n, j] if live and T > 0 else zero
+        cur, nxt = 0, HS
         cuda.syncthreads()
-        p, o0, ostep = tid % P, tid // P, nt // P
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            u = U[t, n0 + tid // H, tid % H] if tid < M else zero   # in flight meanwhile
-            for o in range(o0, M, ostep):                 # z = a<t-1>·Wᵀ, P lanes each
-                r = o // H
-                sm[buf + p * M + o] = dot_shared(sm, (o - r * H) * HP, cur + r * H, H, p, P)
-            cuda.syncthreads()
-            lane_sum(sm, buf, M, P, tid, nt)
-            for i in range(tid, M, nt):
-                r = i // H
-                j = i - r * H
-                n = n0 + r
-                if t < lengths[n]:
-                    v = act(kind, (u if i == tid else U[t, n, j]) + sm[buf + i])  # g(U + z)
-                else:
-                    v = sm[cur + i]                            # padding: a<t> = a<t-1>
-                A[t, n, j] = v
-                sm[nxt + i] = v
+        for step in range(T):
+            t = T - 1 - step if reverse else step
+            ut = u
+            if live and step + 1 < T:                     # the next step's, in flight
+                u = U[t - 1 if reverse else t + 1, n, j]
+            z0 = zero
+            z1 = zero
+            z2 = zero
+            z3 = zero
+            for i in range(0, KW, 4):                     # z = W[j, :]·a<t-1>, lane s's share
+                b = cur + s + S * i
+                z0 += w[i] * sm[b]
+                z1 += w[i + 1] * sm[b + S]
+                z2 += w[i + 2] * sm[b + 2 * S]
+                z3 += w[i + 3] * sm[b + 3 * S]
+            z = xor_sum((z0 + z1) + (z2 + z3), 1, S, sm, 2 * HS, tid)
+            if live:
+                v = act(kind, ut + z) if t < L else prev  # g(U + z)
+                prev = v
+                if s == 0:
+                    A[t, n, j] = v
+                    sm[nxt + j] = v
             cuda.syncthreads()
             cur, nxt = nxt, cur
 
     @cuda.jit
-    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, nb, P, delta, norms, dh0):
-        """Mirror of ``forward_block`` with Wᵀ: c<t-1>[r, k] = Σ_j Wᵀ[k, j]·δ<t>[r, j].
+    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, S, delta, partial, dh0):
+        """Mirror of ``forward_block`` with Wᵀ: thread (k, s) holds W[s + S·i, k] and
+        keeps the carry c<t>[n, k] in a register; δ<t> goes through the state buffers.
 
-        Shared: Wᵀ (padded rows), the carry, δ<t> and g<t> of nb rows, and P lanes'
-        partial dots for the rows·H carry entries plus one ‖g<t>‖² per row.
+        ``partial[t, n, w]`` receives Σ g<t>² over warp w's units (``finish_norms``
+        adds the warps).
         """
         T, N, H = A.shape
         sm = cuda.shared.array(0, sdt)
-        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
-        n0 = cuda.blockIdx.x * nb
-        rows = nb if nb < N - n0 else N - n0
-        M = rows * H
-        HP = H + 1
-        for i in range(tid, H * H, nt):                   # sm[k·HP + j] = W[j, k]
-            j = i // H
-            sm[(i - j * H) * HP + j] = W[j, i - j * H]
-        C = H * HP                                        # carry, δ, g buffers (nb, H)
-        D, G = C + nb * H, C + 2 * nb * H
-        buf = C + 3 * nb * H                              # (P, M + rows) partial dots
-        width = M + rows
-        for i in range(tid, M, nt):
-            r = i // H
-            sm[C + i] = dh_n[n0 + r, i - r * H]
+        tid = cuda.threadIdx.x
+        n = cuda.blockIdx.x
+        k = tid // S
+        s = tid - k * S
+        live = k < H
+        HS = S * KW
+        w = cuda.local.array(KW, sdt)
+        for i in range(KW):
+            w[i] = W[s + S * i, k] if live and s + S * i < H else zero
+        for i in range(tid, 2 * HS, cuda.blockDim.x):
+            sm[i] = zero
+        L = lengths[n]
+        c = dh_n[n, k] if live else zero                  # the carry into step t
+        t = 0 if reverse else T - 1
+        da = dA[t, n, k] if live and T > 0 else zero
+        a = A[t, n, k] if live and T > 0 else zero
+        cur, nxt = 0, HS
         cuda.syncthreads()
-        p, o0, ostep = tid % P, tid // P, nt // P
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            for i in range(tid, M, nt):
-                r = i // H
-                j = i - r * H
-                n = n0 + r
-                d = zero
-                g = zero
-                if t < lengths[n]:
-                    g = dA[t, n, j] + sm[C + i]           # g<t> = dA<t> + c<t>
-                    d = act_grad(kind, g, A[t, n, j])     # δ<t> = g<t> ⊙ g'(a<t>)
-                sm[D + i] = d
-                sm[G + i] = g
-                delta[t, n, j] = d
+        for step in range(T):
+            t = step if reverse else T - 1 - step
+            dat = da
+            at = a
+            if live and step + 1 < T:                     # the next step's, in flight
+                da = dA[t + 1 if reverse else t - 1, n, k]
+                a = A[t + 1 if reverse else t - 1, n, k]
+            g = zero
+            d = zero
+            if live and t < L:
+                g = dat + c                               # g<t> = dA<t> + c<t>
+                d = act_grad(kind, g, at)                 # δ<t> = g<t> ⊙ g'(a<t>)
+            if live and s == 0:
+                delta[t, n, k] = d
+                sm[cur + k] = d
+            q = xor_sum(g * g if s == 0 else zero, S, 32, sm, 2 * HS, tid)
+            if tid % 32 == 0:
+                partial[t, n, tid // 32] = q
             cuda.syncthreads()
-            for o in range(o0, width, ostep):             # c<t-1> = δ<t>·W; then ‖g<t>‖²
-                if o < M:
-                    r = o // H
-                    part = dot_shared(sm, (o - r * H) * HP, D + r * H, H, p, P)
-                else:
-                    r = o - M
-                    part = dot_shared(sm, G + r * H, G + r * H, H, p, P)
-                sm[buf + p * width + o] = part
-            cuda.syncthreads()
-            lane_sum(sm, buf, width, P, tid, nt)
-            for i in range(tid, M, nt):
-                r = i // H
-                if t < lengths[n0 + r]:                   # padding: the carry passes
-                    sm[C + i] = sm[buf + i]
-            for r in range(tid, rows, nt):
-                norms[t, n0 + r] = math.sqrt(sm[buf + M + r])
-            cuda.syncthreads()
-        for i in range(tid, M, nt):
-            r = i // H
-            dh0[n0 + r, i - r * H] = sm[C + i]
+            c0 = zero
+            c1 = zero
+            c2 = zero
+            c3 = zero
+            for i in range(0, KW, 4):                     # c<t-1> = Wᵀ[k, :]·δ<t>
+                b = cur + s + S * i
+                c0 += w[i] * sm[b]
+                c1 += w[i + 1] * sm[b + S]
+                c2 += w[i + 2] * sm[b + 2 * S]
+                c3 += w[i + 3] * sm[b + 3 * S]
+            cn = xor_sum((c0 + c1) + (c2 + c3), 1, S, sm, 2 * HS, tid)
+            if t < L:                                     # padding: the carry passes
+                c = cn
+            cur, nxt = nxt, cur
+        if live and s == 0:
+            dh0[n, k] = c
 
-    # ------------------------------------------------------------------ grid variant
+    return dict(forward_block=forward_block, backward_block=backward_block)
+
+
+def build(dtype):
+    """Compile-on-first-use kernels for one float dtype; returns a namespace dict."""
+    dt = np.dtype(dtype).type
+    sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's shared arrays want it
+    zero = dt(0)
+    act, act_grad, xor_sum = _device_functions(dtype)
+
+    @cuda.jit(device=True)
+    def fma4(sm, base, H, k, v, z0, z1, z2, z3):
+        """z_q + sm[base + q·H + k]·v for the four rows q."""
+        return (z0 + sm[base + k] * v, z1 + sm[base + H + k] * v,
+                z2 + sm[base + 2 * H + k] * v, z3 + sm[base + 3 * H + k] * v)
+
+    @cuda.jit(device=True)
+    def dot4_global(sm, base, H, src, n, p, P):
+        """Lane p's share of four dots: rows base, base+H, +2H, +3H of ``sm`` against
+        src[n, :] (global, read once per k for all four; lanes read consecutive k).
+        Four loads are issued before their products, so four L2 round trips overlap."""
+        z0 = zero
+        z1 = zero
+        z2 = zero
+        z3 = zero
+        k = p
+        while k + P < H:
+            v0 = src[n, k]
+            v1 = src[n, k + P]
+            z0, z1, z2, z3 = fma4(sm, base, H, k, v0, z0, z1, z2, z3)
+            z0, z1, z2, z3 = fma4(sm, base, H, k + P, v1, z0, z1, z2, z3)
+            k += 2 * P
+        while k < H:
+            z0, z1, z2, z3 = fma4(sm, base, H, k, src[n, k], z0, z1, z2, z3)
+            k += P
+        return z0, z1, z2, z3
+
     @cuda.jit(device=True)
     def grid_dots(sm, H, src, N, G4, P, buf, tid, nt):
         """The block's N·4·G4 dots of src rows (global) against its 4·G4 shared weight
-        rows, P lanes each, summed into sm[buf + (n·G4 + g)·4 + q] (g·4 + q = unit)."""
+        rows, P lanes each, into sm[buf + (n·G4 + g)·4 + q] (g·4 + q = unit), ready
+        for every thread on return. Every thread runs the same rounds, since the lane
+        sums need whole warps; ``xor_sum``'s scratch follows the N·G4·4 sums."""
         p, o0, ostep = tid % P, tid // P, nt // P
-        width = N * G4 * 4
-        for o in range(o0, N * G4, ostep):
-            n = o // G4
-            z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
-            at = buf + p * width + o * 4
-            sm[at] = z0
-            sm[at + 1] = z1
-            sm[at + 2] = z2
-            sm[at + 3] = z3
+        width = N * G4
+        scratch = buf + width * 4
+        for base in range(0, width, ostep):
+            o = base + o0
+            z0 = zero
+            z1 = zero
+            z2 = zero
+            z3 = zero
+            if o < width:
+                n = o // G4
+                z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
+            z0 = xor_sum(z0, 1, P, sm, scratch, tid)
+            z1 = xor_sum(z1, 1, P, sm, scratch, tid)
+            z2 = xor_sum(z2, 1, P, sm, scratch, tid)
+            z3 = xor_sum(z3, 1, P, sm, scratch, tid)
+            if p == 0 and o < width:
+                sm[buf + o * 4] = z0
+                sm[buf + o * 4 + 1] = z1
+                sm[buf + o * 4 + 2] = z2
+                sm[buf + o * 4 + 3] = z3
         cuda.syncthreads()
-        lane_sum(sm, buf, width, P, tid, nt)
 
     @cuda.jit
     def forward_grid(U, W, a0, lengths, kind, reverse, R, P, A):
@@ -265,10 +343,8 @@ def build(dtype):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
             u = U[t, tid // cols, j0 + tid % cols] if tid < N * cols else zero
-            if s == 0:                                    # z = a<t-1>·Wᵀ for our units
-                grid_dots(sm, H, a0, N, G4, P, buf, tid, nt)
-            else:
-                grid_dots(sm, H, A[tp], N, G4, P, buf, tid, nt)
+            prev = a0 if s == 0 else A[tp]
+            grid_dots(sm, H, prev, N, G4, P, buf, tid, nt)   # z = a<t-1>·Wᵀ, our units
             for i in range(tid, N * cols, nt):
                 n = i // cols
                 jj = i - n * cols
@@ -395,8 +471,7 @@ def build(dtype):
                     acc += gsq[n, j]
                 norms[t, n] = math.sqrt(acc)
 
-    return dict(forward_block=forward_block, backward_block=backward_block,
-                forward_grid=forward_grid, backward_grid=backward_grid,
+    return dict(forward_grid=forward_grid, backward_grid=backward_grid,
                 finish_norms=finish_norms, forward_step=forward_step,
                 backward_step_delta=backward_step_delta,
                 backward_step_carry=backward_step_carry)
