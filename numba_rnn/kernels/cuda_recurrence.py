@@ -274,7 +274,7 @@ def build(dtype):
     def dot4_global(sm, base, H, src, n, p, P):
         """Lane p's share of four dots: rows base, base+H, +2H, +3H of ``sm`` against
         src[n, :] (global, read once per k for all four; lanes read consecutive k).
-        Four loads are issued before their products, so four L2 round trips overlap."""
+        Two loads are issued before their products, so two L2 round trips overlap."""
         z0 = zero
         z1 = zero
         z2 = zero
