@@ -54,12 +54,12 @@ for dt in (types.float32, types.float64):
     f32 = dt == types.float32
     K = {**cr.build(np.dtype(str(dt))), **cp.build(np.dtype(str(dt)))}
     A3, A2, A1, L = arr(dt, 3), arr(dt, 2), arr(dt, 1), arr(i64, 1)
-    for KW in (4, 16, cr.BLOCK_KW_MAX):        # every power of two the plan can ask for
-        B = cr.build_block(np.dtype(str(dt)), KW)
-        check(B["forward_block"], (A3, A2, A2, L, i64, b1, i64, A3),
-              f"forward_block[{dt}, KW={KW}]", f32, registers=True)
-        check(B["backward_block"], (A3, A3, A2, A2, L, i64, b1, i64, A3, A3, A2),
-              f"backward_block[{dt}, KW={KW}]", f32, registers=True)
+    for KW, S in ((4, 1), (16, 4), (cr.BLOCK_KW_MAX, 2)):   # the fewest and most weights
+        B = cr.build_block(np.dtype(str(dt)), KW, S)
+        check(B["forward_block"], (A3, A2, A2, L, i64, b1, A3),
+              f"forward_block[{dt}, KW={KW}, S={S}]", f32, registers=True)
+        check(B["backward_block"], (A3, A3, A2, A2, L, i64, b1, A3, A3, A2),
+              f"backward_block[{dt}, KW={KW}, S={S}]", f32, registers=True)
     sigs = {
         "forward_grid": (A3, A2, A2, L, i64, b1, i64, i64, A3),
         "backward_grid": (A3, A3, A2, L, i64, b1, i64, i64, A2, A3, A3),

@@ -416,9 +416,10 @@ def test_bench_rows_run_end_to_end(monkeypatch):
     assert f"| toy | train | block ({rows[1]['blocks']}) |" in bench_cuda.table(rows)
 
 
-def test_gpu_variants_tool_times_every_variant_that_holds_the_shape():
+def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch):
     """tools/gpu_variants.py (run by tools/gpu_check.sh on a GPU) at a toy shape."""
     import importlib.util
+    monkeypatch.delenv("NO_STEP", raising=False)          # gpu_check.sh may set it
     path = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_variants.py")
     spec = importlib.util.spec_from_file_location("gpu_variants", path)
     tool = importlib.util.module_from_spec(spec)

@@ -52,13 +52,16 @@ def check_available():
 _built = {}
 
 
-def _kernels(dtype, KW=None):
-    """The per-dtype kernels (recurrences and GEMM), or with ``KW`` the ``block``
-    variant's for that many register weights a thread; each built once."""
-    key = (np.dtype(dtype), KW)
+def _kernels(dtype, lanes=None, H=None):
+    """The per-dtype kernels (recurrences and GEMM), or with ``lanes`` and ``H`` the
+    ``block`` variant's for that many lanes a unit (and :func:`_block_kw` weights a
+    thread); each built once."""
+    KW = None if lanes is None else _block_kw(H, lanes)
+    key = (np.dtype(dtype), lanes, KW)
     if key not in _built:
         dt = np.dtype(dtype)
-        _built[key] = cr.build_block(dt, KW) if KW else {**cr.build(dt), **cp.build(dt)}
+        _built[key] = (cr.build_block(dt, KW, lanes) if lanes else
+                       {**cr.build(dt), **cp.build(dt)})
     return _built[key]
 
 
@@ -392,8 +395,8 @@ def recurrence_forward(U, W_aa, a0, kind, reverse=False, parallel=False, lengths
     which, size = plan(N, H, U.dtype, variant, blocks)
     if which == "block":
         S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
-        kb = _kernels(U.dtype, _block_kw(H, S))["forward_block"]
-        args = (U, W_aa, a0, lens, kind, bool(reverse), S, A)
+        kb = _kernels(U.dtype, S, H)["forward_block"] if S else None
+        args = (U, W_aa, a0, lens, kind, bool(reverse), A)
         fit = _block_launch(kb, args, N, H, U.dtype, S, threads) if S else None
         if fit is not None:
             ca.launch(kb, *fit)(*args)
@@ -432,11 +435,11 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     which, size = plan(N, H, A.dtype, variant, blocks)
     if which == "block":
         S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
-        kb = _kernels(A.dtype, _block_kw(H, S))["backward_block"]
+        kb = _kernels(A.dtype, S, H)["backward_block"] if S else None
         dh0 = empty((N, H), A.dtype)
         th = 32 * math.ceil(H * S / 32)
         partial = empty((T, N, th // 32), A.dtype)
-        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), S, delta, partial, dh0)
+        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), delta, partial, dh0)
         fit = _block_launch(kb, args, N, H, A.dtype, S, threads) if S else None
         if fit is not None:
             ca.launch(kb, *fit)(*args)

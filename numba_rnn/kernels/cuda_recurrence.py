@@ -131,16 +131,17 @@ def _device_functions(dtype):
     return act, act_grad, xor_sum
 
 
-def build_block(dtype, KW):
-    """The ``block`` variant's kernels for ``dtype`` with KW (a multiple of four)
-    weights in each thread's registers; returns a namespace dict."""
+def build_block(dtype, KW, S):
+    """The ``block`` variant's kernels for ``dtype`` with S lanes a unit and KW (a
+    multiple of four) weights in each thread's registers, both compiled in (so every
+    shared-memory offset of the unrolled dots is a constant); returns a namespace dict."""
     dt = np.dtype(dtype).type
     sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's arrays want it
     zero = dt(0)
     act, act_grad, xor_sum = _device_functions(dtype)
 
     @cuda.jit
-    def forward_block(U, W, a0, lengths, kind, reverse, S, A):
+    def forward_block(U, W, a0, lengths, kind, reverse, A):
         """Block n: batch row n. Thread (j, s) = (tid // S, tid % S) holds
         W[j, s + S·i], i < KW, in registers (zero past H).
 
@@ -174,12 +175,12 @@ def build_block(dtype, KW):
             z1 = zero
             z2 = zero
             z3 = zero
+            a = sm[cur + s:]                              # a<t-1>[s + S·i] at a[S·i]
             for i in range(0, KW, 4):                     # z = W[j, :]·a<t-1>, lane s's share
-                b = cur + s + S * i
-                z0 += w[i] * sm[b]
-                z1 += w[i + 1] * sm[b + S]
-                z2 += w[i + 2] * sm[b + 2 * S]
-                z3 += w[i + 3] * sm[b + 3 * S]
+                z0 += w[i] * a[S * i]
+                z1 += w[i + 1] * a[S * i + S]
+                z2 += w[i + 2] * a[S * i + 2 * S]
+                z3 += w[i + 3] * a[S * i + 3 * S]
             z = xor_sum((z0 + z1) + (z2 + z3), 1, S, sm, 2 * HS, tid)
             if live:
                 v = act(kind, ut + z) if t < L else prev  # g(U + z)
@@ -191,7 +192,7 @@ def build_block(dtype, KW):
             cur, nxt = nxt, cur
 
     @cuda.jit
-    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, S, delta, partial, dh0):
+    def backward_block(dA, A, W, dh_n, lengths, kind, reverse, delta, partial, dh0):
         """Mirror of ``forward_block`` with Wᵀ: thread (k, s) holds W[s + S·i, k] and
         keeps the carry c<t>[n, k] in a register; δ<t> goes through the state buffers.
 
@@ -241,12 +242,12 @@ def build_block(dtype, KW):
             c1 = zero
             c2 = zero
             c3 = zero
+            e = sm[cur + s:]                              # δ<t>[s + S·i] at e[S·i]
             for i in range(0, KW, 4):                     # c<t-1> = Wᵀ[k, :]·δ<t>
-                b = cur + s + S * i
-                c0 += w[i] * sm[b]
-                c1 += w[i + 1] * sm[b + S]
-                c2 += w[i + 2] * sm[b + 2 * S]
-                c3 += w[i + 3] * sm[b + 3 * S]
+                c0 += w[i] * e[S * i]
+                c1 += w[i + 1] * e[S * i + S]
+                c2 += w[i + 2] * e[S * i + 2 * S]
+                c3 += w[i + 3] * e[S * i + 3 * S]
             cn = xor_sum((c0 + c1) + (c2 + c3), 1, S, sm, 2 * HS, tid)
             if t < L:                                     # padding: the carry passes
                 c = cn
