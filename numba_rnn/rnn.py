@@ -376,13 +376,13 @@ class RNN:
             states, starts = [], []
             for d in range(dirs):
                 s = f"_l{k}" + ("_reverse" if d else "")
-                a0 = h0[k * dirs + d]
+                a0 = be.row_view(h0, k * dirs + d)
                 U = be.input_projection(inp, P["W_ax" + s], P.get("b_a" + s),  # (T, N, H)
                                         parallel=par)
                 A = be.recurrence_forward(U, P["W_aa" + s], a0, self._kind, reverse=bool(d),
                                           parallel=par, lengths=lengths,
                                           overwrite_U=True)           # U is ours: reuse it
-                be.assign_(h_n[k * dirs + d], A[0] if d else A[T - 1])
+                be.assign_(be.row_view(h_n, k * dirs + d), be.row_view(A, 0 if d else T - 1))
                 states.append(A)
                 starts.append(a0)
             if keep:
@@ -453,7 +453,7 @@ class RNN:
                 dA = (d_layer if dirs == 1                             # (T, N, H)
                       else be.take_last(d_layer, d * H, (d + 1) * H))
                 delta, dh0_kd, norms = be.recurrence_backward(
-                    dA, lc.states[d], P["W_aa" + s], d_hn[k * dirs + d], self._kind,
+                    dA, lc.states[d], P["W_aa" + s], be.row_view(d_hn, k * dirs + d), self._kind,
                     reverse=bool(d), parallel=par, lengths=lengths)
                 dW_ax, dW_aa, db, dx_d = be.layer_grads(delta, lc.input, lc.states[d],
                                                         lc.h0[d], P["W_ax" + s],
@@ -462,7 +462,7 @@ class RNN:
                 if self.bias:
                     grads["b_a" + s] = db
                 d_inp = dx_d if d_inp is None else be.add_(d_inp, dx_d)
-                be.assign_(dh0[k * dirs + d], dh0_kd)
+                be.assign_(be.row_view(dh0, k * dirs + d), dh0_kd)
                 cache.hidden_grad_norms[s[1:]] = norms
                 if keep_deltas:
                     cache.deltas[s[1:]] = delta

@@ -424,8 +424,8 @@ def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch)
     spec = importlib.util.spec_from_file_location("gpu_variants", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    timings = tool.variants(2, 8, 3)
-    assert set(timings) == {"block", "grid", "step", "block/2", "block/4", "block/8"}
+    timings = tool.variants(2, 8, 3, lanes=(2,))
+    assert set(timings) == {"block", "grid", "step", "block/2"}
     for fwd_bwd in timings.values():
         assert isinstance(fwd_bwd, tuple) and min(fwd_bwd) > 0, fwd_bwd
 

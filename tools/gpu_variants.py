@@ -46,9 +46,9 @@ def launch_us(n=2000):
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def variants(N, H, T, dtype=np.float32):
+def variants(N, H, T, dtype=np.float32, lanes=(2, 4, 8)):
     """``{label: (forward ms, backward ms) or the error}`` of the recurrence kernels:
-    every variant that can hold the shape, and ``block`` with 2, 4 and 8 lanes a unit."""
+    every variant that can hold the shape, and ``block`` with each of ``lanes`` a unit."""
     rng = np.random.default_rng(0)
     U = cuda.to_device(rng.standard_normal((T, N, H)).astype(dtype))
     W = cuda.to_device((rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype))
@@ -57,15 +57,15 @@ def variants(N, H, T, dtype=np.float32):
     out = {}
     tries = [(v, None) for v in ("block", "grid", "step")[:2 if os.environ.get("NO_STEP") else 3]]
     if gpu.plan(N, H, dtype)[0] == "block":
-        tries += [("block", lanes) for lanes in (2, 4, 8)]
-    for v, lanes in tries:
-        label = v if lanes is None else f"{v}/{lanes}"
+        tries += [("block", S) for S in lanes]
+    for v, S in tries:
+        label = v if S is None else f"{v}/{S}"
         try:
             gpu.plan(N, H, dtype, variant=v)
         except ValueError:
             continue
         try:
-            kw = dict(variant=v, lanes=lanes)
+            kw = dict(variant=v, lanes=S)
             A = gpu.recurrence_forward(U, W, a0, 0, **kw)
             out[label] = (median_ms(lambda kw=kw: gpu.recurrence_forward(U, W, a0, 0, **kw)),
                           median_ms(lambda kw=kw, A=A: gpu.recurrence_backward(dA, A, W, None, 0,

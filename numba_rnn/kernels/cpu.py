@@ -1046,8 +1046,8 @@ from .cpu_optim import adagrad_, adam_, rmsprop_, sgd_  # noqa: E402,F401
 from .cpu_analysis import temporal_credit  # noqa: E402,F401
 from .cpu_arrays import (add_, asarray, assign_, concat_last, copy, dropout_mask,  # noqa: E402,F401
                          empty, from_host, inplace_view, is_array, mul_, nonfinite,
-                         on_device, swap01, synchronize, take_last, to_host, zero_padding,
-                         zeros)
+                         on_device, row_view, rows_view, swap01, synchronize, take_last, to_host,
+                         zero_padding, zeros)
 from .cpu_arrays import (act_, act_grad_, gather_steps, linear, linear_backward,  # noqa: E402,F401
                          scatter_steps)
 from .cpu_arrays import argmax_rows, one_hot, sample_rows, stack  # noqa: E402,F401

@@ -65,6 +65,16 @@ def copy(a):
     return a.copy()
 
 
+def row_view(a, i):
+    """``a[i]``, a view."""
+    return a[i]
+
+
+def rows_view(a, lo, hi):
+    """``a[lo:hi]``, a view."""
+    return a[lo:hi]
+
+
 def swap01(a):
     """(I, J, K) → (J, I, K), a view."""
     return a.transpose(1, 0, 2)

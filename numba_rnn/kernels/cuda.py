@@ -31,6 +31,7 @@ SIMULATOR = ca.SIMULATOR
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
 else:
+    from numba.cuda.cudadrv import driver as _driver
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
 
 # threads per block of the recurrence kernels (the simulator runs a Python thread for
@@ -139,10 +140,45 @@ def empty(shape, dtype):
 
 
 def zeros(shape, dtype):
+    """A new device array of zeros: a stream-ordered memset (no kernel launch: numba's
+    launch costs ~20 µs of Python, the driver call a few)."""
     a = empty(shape, dtype)
     if a.size:
-        ca.over(ca.fill, a.size)(a.reshape(a.size), 0)
+        if SIMULATOR:
+            ca.over(ca.fill, a.size)(a.reshape(a.size), 0)
+        else:
+            _driver.driver.cuMemsetD8Async(_driver.device_pointer(a), 0, a.nbytes, 0)
     return a
+
+
+def _c_contiguous(a):
+    """C-contiguous, judged from shape and strides (cheaper than numba's flags)."""
+    step = a.dtype.itemsize
+    for n, st in zip(reversed(a.shape), reversed(a.strides), strict=True):
+        if n > 1 and st != step:
+            return False
+        step *= n
+    return True
+
+
+def rows_view(a, lo, hi):
+    """``a[lo:hi]`` of a device array, a view. For C-contiguous arrays the view is built
+    from the parent's memory directly: numba-cuda's general slicing costs ~40 µs of
+    Python on the H200's host, several times a launch."""
+    if SIMULATOR or not 0 <= lo < hi <= a.shape[0] or not _c_contiguous(a):
+        return a[lo:hi]
+    step = a.strides[0]
+    return DeviceArray((hi - lo,) + tuple(a.shape[1:]), a.strides, a.dtype,
+                       gpu_data=a.gpu_data.view(lo * step, hi * step))
+
+
+def row_view(a, i):
+    """``a[i]`` of a device array, a view (built directly, as :func:`rows_view`)."""
+    if SIMULATOR or not 0 <= i < a.shape[0] or not _c_contiguous(a):
+        return a[i]
+    step = a.strides[0]
+    return DeviceArray(tuple(a.shape[1:]), a.strides[1:], a.dtype,
+                       gpu_data=a.gpu_data.view(i * step, (i + 1) * step))
 
 
 def assign_(dst, src):
@@ -195,11 +231,18 @@ def mul_(a, b):
     return a
 
 
+_full_lengths = {}
+
+
 def lengths_array(lengths, T, N):
-    """Valid steps per sequence as a device int64 array (all T when ``lengths`` is None)."""
+    """Valid steps per sequence as a device int64 array (all T when ``lengths`` is None:
+    one array per (T, N), made once and only ever read by the kernels)."""
     if lengths is None:
-        out = cuda.device_array(N, dtype=np.int64)
-        ca.over(ca.fill, N)(out, T)
+        out = _full_lengths.get((T, N))
+        if out is None:
+            if len(_full_lengths) >= 64:
+                _full_lengths.clear()
+            out = _full_lengths[T, N] = cuda.to_device(np.full(N, T, dtype=np.int64))
         return out
     if is_array(lengths):
         return lengths
@@ -366,14 +409,14 @@ _compiled_kernels = {}
 
 def _compiled(kernel, args):
     """``(max threads per block, co-resident blocks(threads, shared bytes))`` of the
-    kernel compiled for ``args``. The simulator has no limits but runs cooperative
-    grids of one block only."""
+    kernel compiled for ``args`` (looked up by the arguments' dtypes: numba's typeof of
+    every argument costs more than the launch). The simulator has no limits but runs
+    cooperative grids of one block only."""
     if SIMULATOR:
         return MAX_THREADS, lambda threads, shared: 1
-    argtypes = tuple(kernel.typeof_pyval(a) for a in args)
-    key = (id(kernel), argtypes)
+    key = (id(kernel), tuple(getattr(a, "dtype", None) or type(a) for a in args))
     if key not in _compiled_kernels:
-        compiled = kernel.compile(argtypes)
+        compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
         _compiled_kernels[key] = (compiled.max_threads_per_block,
                                   compiled.max_cooperative_grid_blocks)
     return _compiled_kernels[key]
@@ -429,17 +472,19 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
     T, N, H = A.shape
     delta = empty(A.shape, A.dtype)
     norms = empty((T, N), A.dtype)
-    carry = zeros((N, H), A.dtype) if dh_n is None else _copy(dh_n, empty((N, H), A.dtype))
     lens = lengths_array(lengths, T, N)
     k = _kernels(A.dtype)
     which, size = plan(N, H, A.dtype, variant, blocks)
-    if which == "block":
+    if which == "block":                                   # reads dh_n, writes dh0
         S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
         kb = _kernels(A.dtype, S, H)["backward_block"] if S else None
         dh0 = empty((N, H), A.dtype)
         th = 32 * math.ceil(H * S / 32)
         partial = empty((T, N, th // 32), A.dtype)
-        args = (dA, A, W_aa, carry, lens, kind, bool(reverse), delta, partial, dh0)
+        dh_in = (zeros((N, H), A.dtype) if dh_n is None else dh_n
+                 if is_array(dh_n) and dh_n.dtype == A.dtype and _c_contiguous(dh_n)
+                 else _copy(dh_n, empty((N, H), A.dtype)))
+        args = (dA, A, W_aa, dh_in, lens, kind, bool(reverse), delta, partial, dh0)
         fit = _block_launch(kb, args, N, H, A.dtype, S, threads) if S else None
         if fit is not None:
             ca.launch(kb, *fit)(*args)
@@ -450,6 +495,7 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
             raise ValueError(f"variant='block' needs {H}·{S or lanes} threads, more than "
                              f"the {threads or MAX_THREADS} allowed for H={H}")
         which, size = _past_block(N, H, A.dtype, blocks)
+    carry = zeros((N, H), A.dtype) if dh_n is None else _copy(dh_n, empty((N, H), A.dtype))
     if which == "grid":
         partial = empty((T, N, math.ceil(H / size)), A.dtype)
         args = (dA, A, W_aa, lens, kind, bool(reverse), size, 1, carry, delta, partial)
@@ -516,15 +562,15 @@ def weight_grads(delta, x, A, a0, reverse=False, parallel=False):
     dW_ax = gemm(d2, x.reshape(T * N, D), trans_a=True)
     M = (T - 1) * N
     if reverse:   # a<t+1> pairs with δ<t> for t < T-1; a0 pairs with δ<T-1>
-        dW_aa = gemm(delta[T - 1], a0, trans_a=True)
+        dW_aa = gemm(row_view(delta, T - 1), a0, trans_a=True)
         if T > 1:
-            gemm(delta[:T - 1].reshape(M, H), A[1:].reshape(M, H), trans_a=True,
-                 out=dW_aa, accumulate=True)
+            gemm(rows_view(delta, 0, T - 1).reshape(M, H), rows_view(A, 1, T).reshape(M, H),
+                 trans_a=True, out=dW_aa, accumulate=True)
     else:         # a<t-1> pairs with δ<t> for t > 0; a0 pairs with δ<0>
-        dW_aa = gemm(delta[0], a0, trans_a=True)
+        dW_aa = gemm(row_view(delta, 0), a0, trans_a=True)
         if T > 1:
-            gemm(delta[1:].reshape(M, H), A[:T - 1].reshape(M, H), trans_a=True,
-                 out=dW_aa, accumulate=True)
+            gemm(rows_view(delta, 1, T).reshape(M, H), rows_view(A, 0, T - 1).reshape(M, H),
+                 trans_a=True, out=dW_aa, accumulate=True)
     db = empty((H,), delta.dtype)
     ca.over(cp.colsum, H)(d2, db)
     return dW_ax, dW_aa, db

@@ -266,30 +266,19 @@ def build(dtype):
     act, act_grad, xor_sum = _device_functions(dtype)
 
     @cuda.jit(device=True)
-    def fma4(sm, base, H, k, v, z0, z1, z2, z3):
-        """z_q + sm[base + q·H + k]·v for the four rows q."""
-        return (z0 + sm[base + k] * v, z1 + sm[base + H + k] * v,
-                z2 + sm[base + 2 * H + k] * v, z3 + sm[base + 3 * H + k] * v)
-
-    @cuda.jit(device=True)
     def dot4_global(sm, base, H, src, n, p, P):
         """Lane p's share of four dots: rows base, base+H, +2H, +3H of ``sm`` against
-        src[n, :] (global, read once per k for all four; lanes read consecutive k).
-        Two loads are issued before their products, so two L2 round trips overlap."""
+        src[n, :] (global, read once per k for all four; lanes read consecutive k)."""
         z0 = zero
         z1 = zero
         z2 = zero
         z3 = zero
-        k = p
-        while k + P < H:
-            v0 = src[n, k]
-            v1 = src[n, k + P]
-            z0, z1, z2, z3 = fma4(sm, base, H, k, v0, z0, z1, z2, z3)
-            z0, z1, z2, z3 = fma4(sm, base, H, k + P, v1, z0, z1, z2, z3)
-            k += 2 * P
-        while k < H:
-            z0, z1, z2, z3 = fma4(sm, base, H, k, src[n, k], z0, z1, z2, z3)
-            k += P
+        for k in range(p, H, P):
+            v = src[n, k]
+            z0 += sm[base + k] * v
+            z1 += sm[base + H + k] * v
+            z2 += sm[base + 2 * H + k] * v
+            z3 += sm[base + 3 * H + k] * v
         return z0, z1, z2, z3
 
     @cuda.jit(device=True)
