@@ -519,6 +519,9 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
 
 
 # ---------------------------------------------------------------------- products
+_no_bias = {}
+
+
 def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
     """``op(a)·op(b) (+ bias)``, written into (or, with ``accumulate``, added to) ``out``."""
     M = a.shape[1] if trans_a else a.shape[0]
@@ -528,7 +531,10 @@ def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, accumulate=Fal
     if M == 0 or P == 0:
         return out
     has_bias = bias is not None
-    bias = bias if has_bias else out[0, :1]
+    if not has_bias:                 # the kernel ignores it: one per dtype, not a slice of out
+        bias = _no_bias.get(out.dtype)
+        if bias is None:
+            bias = _no_bias[out.dtype] = zeros((1,), out.dtype)
     grid = (math.ceil(P / cp.TILE), math.ceil(M / cp.TILE))
     tiles = ca.launch(_kernels(a.dtype)["gemm"], grid, (cp.TILE, cp.TILE))
     tiles(a, b, bool(trans_a), bool(trans_b), bias, has_bias, bool(accumulate), out)

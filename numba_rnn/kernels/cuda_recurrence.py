@@ -44,6 +44,7 @@ are launch arguments, never module globals. The kernels avoid Python's
 ``min``/``max``: numba 0.68's built-in CUDA target fails to type ``min(int, int)`` in
 a kernel (numba-cuda does not), so a conditional expression is used instead.
 """
+import functools
 import math
 
 import numba
@@ -67,10 +68,17 @@ BLOCK_KW = 16            # register weights a thread aims for in the ``block`` v
 BLOCK_KW_MAX = 32        # and the most it may hold
 
 
+# The grid backward needs ~110 registers a thread left alone, which keeps db-2560's 640
+# blocks (five an SM) from being co-resident at 128 threads; at 88 ptxas spills nothing
+# (float32 and float64). The simulator's jit takes no register limit.
+GRID_MAX_REGISTERS = 88
+grid_jit = cuda.jit if SIMULATOR else functools.partial(cuda.jit, max_registers=GRID_MAX_REGISTERS)
+
+
 def scratch_elements(threads):
-    """Shared elements a block needs for ``xor_sum``: one per thread in the simulator
-    (its butterfly goes through shared memory), none on a GPU (shuffles)."""
-    return threads if SIMULATOR else 0
+    """Shared elements a block needs for ``xor_sum``/``xor_sum4``: four per thread in
+    the simulator (its butterfly goes through shared memory), none on a GPU (shuffles)."""
+    return 4 * threads if SIMULATOR else 0
 
 
 def _device_functions(dtype):
@@ -116,6 +124,27 @@ def _device_functions(dtype):
             v = tree(sm[scratch:], tid, o, lo)
             cuda.syncthreads()
             return v
+
+        @cuda.jit(device=True)
+        def xor_sum4(z0, z1, z2, z3, lo, hi, sm, scratch, tid):
+            """``xor_sum`` of four values at once (scratch of four a thread)."""
+            if lo >= hi:
+                return z0, z1, z2, z3
+            nt = cuda.blockDim.x
+            sm[scratch + tid] = z0
+            sm[scratch + nt + tid] = z1
+            sm[scratch + 2 * nt + tid] = z2
+            sm[scratch + 3 * nt + tid] = z3
+            cuda.syncthreads()
+            o = lo
+            while 2 * o < hi:
+                o *= 2
+            z0 = tree(sm[scratch:], tid, o, lo)
+            z1 = tree(sm[scratch + nt:], tid, o, lo)
+            z2 = tree(sm[scratch + 2 * nt:], tid, o, lo)
+            z3 = tree(sm[scratch + 3 * nt:], tid, o, lo)
+            cuda.syncthreads()
+            return z0, z1, z2, z3
     else:
         @cuda.jit(device=True)
         def xor_sum(v, lo, hi, sm, scratch, tid):
@@ -128,7 +157,13 @@ def _device_functions(dtype):
                 o *= 2
             return v
 
-    return act, act_grad, xor_sum
+        @cuda.jit(device=True)
+        def xor_sum4(z0, z1, z2, z3, lo, hi, sm, scratch, tid):
+            """``xor_sum`` of four values at once."""
+            return (xor_sum(z0, lo, hi, sm, scratch, tid), xor_sum(z1, lo, hi, sm, scratch, tid),
+                    xor_sum(z2, lo, hi, sm, scratch, tid), xor_sum(z3, lo, hi, sm, scratch, tid))
+
+    return act, act_grad, xor_sum, xor_sum4
 
 
 def build_block(dtype, KW, S):
@@ -138,7 +173,7 @@ def build_block(dtype, KW, S):
     dt = np.dtype(dtype).type
     sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's arrays want it
     zero = dt(0)
-    act, act_grad, xor_sum = _device_functions(dtype)
+    act, act_grad, xor_sum, xor_sum4 = _device_functions(dtype)
 
     @cuda.jit
     def forward_block(U, W, a0, lengths, kind, reverse, A):
@@ -263,7 +298,7 @@ def build(dtype):
     dt = np.dtype(dtype).type
     sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's shared arrays want it
     zero = dt(0)
-    act, act_grad, xor_sum = _device_functions(dtype)
+    act, act_grad, xor_sum, xor_sum4 = _device_functions(dtype)
 
     @cuda.jit(device=True)
     def dot4_global(sm, base, H, src, n, p, P):
@@ -299,10 +334,7 @@ def build(dtype):
             if o < width:
                 n = o // G4
                 z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
-            z0 = xor_sum(z0, 1, P, sm, scratch, tid)
-            z1 = xor_sum(z1, 1, P, sm, scratch, tid)
-            z2 = xor_sum(z2, 1, P, sm, scratch, tid)
-            z3 = xor_sum(z3, 1, P, sm, scratch, tid)
+            z0, z1, z2, z3 = xor_sum4(z0, z1, z2, z3, 1, P, sm, scratch, tid)
             if p == 0 and o < width:
                 sm[buf + o * 4] = z0
                 sm[buf + o * 4 + 1] = z1
@@ -347,7 +379,7 @@ def build(dtype):
                 A[t, n, j] = v
             grid.sync()                                   # a<t> complete before step t+1
 
-    @cuda.jit
+    @grid_jit
     def backward_grid(dA, A, W, lengths, kind, reverse, R, P, carry, delta, partial):
         """Mirror of ``forward_grid`` with Wᵀ: block g owns units [g·R, g·R + R) of the carry.
 
