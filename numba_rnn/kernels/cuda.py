@@ -343,6 +343,13 @@ def _block_lanes(H, cap, lanes=None):
     return S if 32 * math.ceil(H * S / 32) <= cap and math.ceil(H / S) <= cr.BLOCK_KW_MAX else 0
 
 
+def _block_threads(H, S):
+    """Threads of a ``block`` launch: H·S in whole warps on a GPU (the lane sums shuffle
+    within warps); exactly H·S in the simulator, which runs a Python thread for each and
+    sums the lanes in shared memory, the missing lanes counted as zero."""
+    return H * S if SIMULATOR else 32 * math.ceil(H * S / 32)
+
+
 def _block_kw(H, S):
     """Weights a thread holds: ⌈H/S⌉ rounded up to a power of two, at least four."""
     return max(4, 1 << (math.ceil(H / S) - 1).bit_length())
@@ -375,7 +382,7 @@ def _lanes(outputs, H, cap, lanes=None):
 def _block_launch(kernel, args, N, H, dtype, S, threads):
     """``(blocks, threads, shared bytes)`` of the ``block`` variant, or None when its
     H·S threads exceed the compiled kernel's limit (its registers) or ``threads``."""
-    th = 32 * math.ceil(H * S / 32)
+    th = _block_threads(H, S)
     cap = min(MAX_THREADS if threads is None else threads, _compiled(kernel, args)[0])
     if th > cap:
         return None
@@ -479,8 +486,7 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
         S = _block_lanes(H, BLOCK_THREADS, lanes) if lanes is not None else size
         kb = _kernels(A.dtype, S, H)["backward_block"] if S else None
         dh0 = empty((N, H), A.dtype)
-        th = 32 * math.ceil(H * S / 32)
-        partial = empty((T, N, th // 32), A.dtype)
+        partial = empty((T, N, math.ceil(_block_threads(H, S) / 32)), A.dtype)
         dh_in = (zeros((N, H), A.dtype) if dh_n is None else dh_n
                  if is_array(dh_n) and dh_n.dtype == A.dtype and _c_contiguous(dh_n)
                  else _copy(dh_n, empty((N, H), A.dtype)))

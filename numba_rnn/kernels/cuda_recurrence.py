@@ -103,9 +103,10 @@ def _device_functions(dtype):
 
     if SIMULATOR:
         def tree(sm, i, o, lo):
-            """Lane i's value after the butterfly levels lo … o, from the lanes' inputs."""
+            """Lane i's value after the butterfly levels lo … o, from the lanes' inputs
+            (lanes past the block's threads hold zero, as idle lanes do on a GPU)."""
             if o < lo:
-                return sm[i]
+                return sm[i] if i < cuda.blockDim.x else sm.dtype.type(0)
             return tree(sm, i, o // 2, lo) + tree(sm, i ^ o, o // 2, lo)
 
         @cuda.jit(device=True)
