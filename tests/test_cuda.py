@@ -40,8 +40,7 @@ def assert_close(a, b, tol=1e-10):
 # ---------------------------------------------------------------------- recurrences
 # (variant, blocks, lanes per dot, kind, reverse, lengths): every variant with the plan's
 # lanes in every direction and padding; then several lanes (block: 2 and 8 lanes a unit,
-# 5·8 = 40 threads in two warps; grid: 8, and 32 lanes in rounds of 64 threads, five
-# butterfly levels), each in two of them
+# 5·8 = 40 threads; grid: 8, and 32 lanes, five reduction levels), each in two of them
 DIRECTIONS = [(TANH, False, None), (RELU, True, [4, 2, 1]), (TANH, False, [3, 4, 1]),
               (RELU, False, None), (TANH, True, [4, 2, 1]), (RELU, False, [3, 4, 1])]
 CASES = [(v, None, None, *d) for v in ("block", "grid", "step") for d in DIRECTIONS] + \
@@ -151,16 +150,19 @@ def test_plan_and_lanes_on_an_h200(monkeypatch):
     assert [gpu.plan(N, H, f32) for N, H in [(16, 64), (1, 256), (64, 256), (64, 1024),
                                               (16, 1760), (64, 2560)]] == \
         [("block", 4), ("grid", 4), ("grid", 4), ("grid", 8), ("grid", 4), ("grid", 4)]
-    assert gpu._lanes(64, 64, 1024) == (16, 1024)       # 64 dots of 64
-    assert gpu._lanes(1, 256, 1024) == (32, 32)         # stream: one group of four units
-    assert gpu._lanes(64, 256, 1024) == (16, 1024)      # medium
-    assert gpu._lanes(64, 256, 256) == (4, 256)         # threads bind
-    assert gpu._lanes(100, 12, 1024) == (2, 224)        # H = 12: 6 a lane
-    assert gpu._lanes(100, 7, 1024) == (1, 128)         # H = 7: one lane
-    assert gpu._lanes(3, 5, 32, lanes=32) == (32, 32)
+    room = 46 * 1024 // 4
+    assert gpu._lanes(64, 64, 64, 1024, room) == (16, 1024)       # 64 dots of 64
+    assert gpu._lanes(1, 4, 256, 1024, room) == (32, 32)          # stream: one group
+    assert gpu._lanes(64, 256, 256, 1024, room) == (16, 1024)     # medium
+    assert gpu._lanes(64, 256, 256, 1024, 1024) == (4, 256)       # shared memory binds
+    assert gpu._lanes(100, 100, 12, 1024, room) == (2, 224)       # H = 12: 6 a lane
+    assert gpu._lanes(100, 100, 7, 1024, room) == (1, 128)        # H = 7: one lane
+    assert gpu._lanes(3, 3, 5, 32, room, lanes=32) == (32, 32)
     for bad in (3, 0, 64):
         with pytest.raises(ValueError, match="lanes must be a power of two"):
-            gpu._lanes(3, 5, 32, lanes=bad)
+            gpu._lanes(3, 3, 5, 32, room, lanes=bad)
+    with pytest.raises(ValueError, match="lanes must be"):
+        gpu._lanes(64, 64, 64, 1024, 100, lanes=4)                # 256 partials > 100
     assert gpu._grid_smem(64, 1024, 7) == 8 * 1024 + 64 * 7 + 64 * 8
     # block: the least lanes leaving ≤ 16 weights a thread, in ≤ 1024 threads
     assert [gpu._block_lanes(H, 1024) for H in (5, 16, 17, 64, 100, 128, 129)] == \

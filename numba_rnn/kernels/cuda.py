@@ -296,13 +296,13 @@ def plan(N, H, dtype, variant=None, blocks=None):
     lanes per unit, the least power of two that leaves each thread at most
     ``BLOCK_KW`` weights, within ``BLOCK_THREADS`` (so H ≤ 128); else ``grid`` with
     R hidden units per block such that R rows of W_aa (padded to a multiple of four)
-    and the N·R squares and sums fit; else ``step``. A forced ``variant`` that cannot
+    the N·R squares and one lane's partial dots fit; else ``step``. A forced ``variant`` that cannot
     hold the shape raises ValueError. ``blocks`` asks for that many ``grid`` blocks
     where shared memory allows (``block`` always runs one per row).
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    S = cr.smem_elements(dtype) - cr.scratch_elements(MAX_THREADS)
+    S = cr.smem_elements(dtype)
     sms = _device_info()
     R_max = max([R for R in (4 * (S // (4 * (H + 2 * N))), 3, 2, 1)
                  if _grid_smem(N, H, R) <= S], default=0)
@@ -355,26 +355,27 @@ def _block_kw(H, S):
     return max(4, 1 << (math.ceil(H / S) - 1).bit_length())
 
 
-def _grid_smem(N, H, R, threads=0):
+def _grid_smem(N, H, R, P=1):
     """Shared elements of a ``grid`` block: R rows of W (padded to a multiple of four),
-    the backward's N·R squares, the N·R (padded) dots and ``xor_sum``'s scratch."""
+    the backward's N·R squares and P lanes' partial sums of N·R (padded) dots."""
     R4 = 4 * math.ceil(R / 4)
-    return R4 * H + N * R + N * R4 + cr.scratch_elements(threads)
+    return R4 * H + N * R + P * N * R4
 
 
-def _lanes(outputs, H, cap, lanes=None):
+def _lanes(outputs, slots, H, cap, room, lanes=None):
     """``(P, threads)``: P lanes share each output's dot (a power of two ≤ 32 with at
-    least four products a lane) while P·outputs threads fit ``cap``; threads are
-    whole warps, at most ``cap``. ``lanes`` forces P (tests use it to cover every
-    reduction depth)."""
+    least four products a lane) while P·outputs threads fit ``cap`` and P·slots partial
+    sums fit ``room`` shared elements; threads are whole warps, at most ``cap``.
+    ``lanes`` forces P (tests use it to cover every reduction depth)."""
     cap = 32 * max(1, int(cap) // 32)
     P = 1
     if lanes is not None:
         P = int(lanes)
-        if P < 1 or P > 32 or P & (P - 1):
-            raise ValueError(f"lanes must be a power of two in [1, 32], got {lanes!r}")
+        if P < 1 or P > 32 or P & (P - 1) or P * slots > room:
+            raise ValueError(f"lanes must be a power of two in [1, 32] whose {slots} partial "
+                             f"sums each fit {room} shared elements, got {lanes!r}")
     else:
-        while 2 * P <= 32 and 8 * P <= H and 2 * P * outputs <= cap:
+        while 2 * P <= 32 and 8 * P <= H and 2 * P * outputs <= cap and 2 * P * slots <= room:
             P *= 2
     return P, min(cap, 32 * math.ceil(P * outputs / 32))
 
@@ -396,14 +397,13 @@ def _grid_launch(kernel, args, N, H, dtype, R, threads, lanes, backward):
     one warp)."""
     G = math.ceil(H / R)
     G4 = math.ceil(min(R, H) / 4)
+    fixed = G4 * 4 * H + (N * R if backward else 0)
     per_sm = math.ceil(G / _device_info())
     limit, co_resident = _compiled(kernel, args)
     cap = min(MAX_THREADS // per_sm if threads is None else threads, limit)
     while True:
-        P, th = _lanes(N * G4, H, cap, lanes)
-        R_ = min(R, H)
-        shared = (G4 * 4 * H + (N * R_ if backward else 0) + N * G4 * 4
-                  + cr.scratch_elements(th)) * np.dtype(dtype).itemsize
+        P, th = _lanes(N * G4, N * G4 * 4, H, cap, cr.smem_elements(dtype) - fixed, lanes)
+        shared = (fixed + P * N * G4 * 4) * np.dtype(dtype).itemsize
         if G <= co_resident(th, shared):
             return G, P, th, shared
         if th <= 32:

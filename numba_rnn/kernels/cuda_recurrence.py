@@ -44,7 +44,6 @@ are launch arguments, never module globals. The kernels avoid Python's
 ``min``/``max``: numba 0.68's built-in CUDA target fails to type ``min(int, int)`` in
 a kernel (numba-cuda does not), so a conditional expression is used instead.
 """
-import functools
 import math
 
 import numba
@@ -68,17 +67,10 @@ BLOCK_KW = 16            # register weights a thread aims for in the ``block`` v
 BLOCK_KW_MAX = 32        # and the most it may hold
 
 
-# The grid backward needs ~110 registers a thread left alone, which keeps db-2560's 640
-# blocks (five an SM) from being co-resident at 128 threads; at 88 ptxas spills nothing
-# (float32 and float64). The simulator's jit takes no register limit.
-GRID_MAX_REGISTERS = 88
-grid_jit = cuda.jit if SIMULATOR else functools.partial(cuda.jit, max_registers=GRID_MAX_REGISTERS)
-
-
 def scratch_elements(threads):
-    """Shared elements a block needs for ``xor_sum``/``xor_sum4``: four per thread in
-    the simulator (its butterfly goes through shared memory), none on a GPU (shuffles)."""
-    return 4 * threads if SIMULATOR else 0
+    """Shared elements a ``block`` launch needs for ``xor_sum``: one per thread in the
+    simulator (its butterfly goes through shared memory), none on a GPU (shuffles)."""
+    return threads if SIMULATOR else 0
 
 
 def _device_functions(dtype):
@@ -126,26 +118,6 @@ def _device_functions(dtype):
             cuda.syncthreads()
             return v
 
-        @cuda.jit(device=True)
-        def xor_sum4(z0, z1, z2, z3, lo, hi, sm, scratch, tid):
-            """``xor_sum`` of four values at once (scratch of four a thread)."""
-            if lo >= hi:
-                return z0, z1, z2, z3
-            nt = cuda.blockDim.x
-            sm[scratch + tid] = z0
-            sm[scratch + nt + tid] = z1
-            sm[scratch + 2 * nt + tid] = z2
-            sm[scratch + 3 * nt + tid] = z3
-            cuda.syncthreads()
-            o = lo
-            while 2 * o < hi:
-                o *= 2
-            z0 = tree(sm[scratch:], tid, o, lo)
-            z1 = tree(sm[scratch + nt:], tid, o, lo)
-            z2 = tree(sm[scratch + 2 * nt:], tid, o, lo)
-            z3 = tree(sm[scratch + 3 * nt:], tid, o, lo)
-            cuda.syncthreads()
-            return z0, z1, z2, z3
     else:
         @cuda.jit(device=True)
         def xor_sum(v, lo, hi, sm, scratch, tid):
@@ -158,13 +130,7 @@ def _device_functions(dtype):
                 o *= 2
             return v
 
-        @cuda.jit(device=True)
-        def xor_sum4(z0, z1, z2, z3, lo, hi, sm, scratch, tid):
-            """``xor_sum`` of four values at once."""
-            return (xor_sum(z0, lo, hi, sm, scratch, tid), xor_sum(z1, lo, hi, sm, scratch, tid),
-                    xor_sum(z2, lo, hi, sm, scratch, tid), xor_sum(z3, lo, hi, sm, scratch, tid))
-
-    return act, act_grad, xor_sum, xor_sum4
+    return act, act_grad, xor_sum
 
 
 def build_block(dtype, KW, S):
@@ -174,7 +140,7 @@ def build_block(dtype, KW, S):
     dt = np.dtype(dtype).type
     sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's arrays want it
     zero = dt(0)
-    act, act_grad, xor_sum, xor_sum4 = _device_functions(dtype)
+    act, act_grad, xor_sum = _device_functions(dtype)
 
     @cuda.jit
     def forward_block(U, W, a0, lengths, kind, reverse, A):
@@ -295,11 +261,12 @@ def build_block(dtype, KW, S):
 
 
 def build(dtype):
-    """Compile-on-first-use kernels for one float dtype; returns a namespace dict."""
+    """Compile-on-first-use kernels for one float dtype (all but the ``block``
+    variant's); returns a namespace dict."""
     dt = np.dtype(dtype).type
     sdt = numba.from_dtype(np.dtype(dtype))            # the simulator's shared arrays want it
     zero = dt(0)
-    act, act_grad, xor_sum, xor_sum4 = _device_functions(dtype)
+    act, act_grad, _ = _device_functions(dtype)
 
     @cuda.jit(device=True)
     def dot4_global(sm, base, H, src, n, p, P):
@@ -318,30 +285,34 @@ def build(dtype):
         return z0, z1, z2, z3
 
     @cuda.jit(device=True)
+    def lane_sum(sm, buf, width, P, tid, nt):
+        """sm[buf + p·width + i] summed over the P lanes (a power of two) into
+        sm[buf + i], halving with a block barrier per level. The caller has synchronised
+        after writing the partials; the sums are ready for every thread on return."""
+        half = P // 2
+        while half > 0:
+            for i in range(tid, half * width, nt):
+                sm[buf + i] += sm[buf + i + half * width]
+            cuda.syncthreads()
+            half //= 2
+
+    # ------------------------------------------------------------------ grid variant
+    @cuda.jit(device=True)
     def grid_dots(sm, H, src, N, G4, P, buf, tid, nt):
         """The block's N·4·G4 dots of src rows (global) against its 4·G4 shared weight
-        rows, P lanes each, into sm[buf + (n·G4 + g)·4 + q] (g·4 + q = unit), ready
-        for every thread on return. Every thread runs the same rounds, since the lane
-        sums need whole warps; ``xor_sum``'s scratch follows the N·G4·4 sums."""
+        rows, P lanes each, summed into sm[buf + (n·G4 + g)·4 + q] (g·4 + q = unit)."""
         p, o0, ostep = tid % P, tid // P, nt // P
-        width = N * G4
-        scratch = buf + width * 4
-        for base in range(0, width, ostep):
-            o = base + o0
-            z0 = zero
-            z1 = zero
-            z2 = zero
-            z3 = zero
-            if o < width:
-                n = o // G4
-                z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
-            z0, z1, z2, z3 = xor_sum4(z0, z1, z2, z3, 1, P, sm, scratch, tid)
-            if p == 0 and o < width:
-                sm[buf + o * 4] = z0
-                sm[buf + o * 4 + 1] = z1
-                sm[buf + o * 4 + 2] = z2
-                sm[buf + o * 4 + 3] = z3
+        width = N * G4 * 4
+        for o in range(o0, N * G4, ostep):
+            n = o // G4
+            z0, z1, z2, z3 = dot4_global(sm, (o - n * G4) * 4 * H, H, src, n, p, P)
+            at = buf + p * width + o * 4
+            sm[at] = z0
+            sm[at + 1] = z1
+            sm[at + 2] = z2
+            sm[at + 3] = z3
         cuda.syncthreads()
+        lane_sum(sm, buf, width, P, tid, nt)
 
     @cuda.jit
     def forward_grid(U, W, a0, lengths, kind, reverse, R, P, A):
@@ -366,8 +337,10 @@ def build(dtype):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
             u = U[t, tid // cols, j0 + tid % cols] if tid < N * cols else zero
-            prev = a0 if s == 0 else A[tp]
-            grid_dots(sm, H, prev, N, G4, P, buf, tid, nt)   # z = a<t-1>·Wᵀ, our units
+            if s == 0:                                    # z = a<t-1>·Wᵀ for our units
+                grid_dots(sm, H, a0, N, G4, P, buf, tid, nt)
+            else:
+                grid_dots(sm, H, A[tp], N, G4, P, buf, tid, nt)
             for i in range(tid, N * cols, nt):
                 n = i // cols
                 jj = i - n * cols
@@ -380,7 +353,7 @@ def build(dtype):
                 A[t, n, j] = v
             grid.sync()                                   # a<t> complete before step t+1
 
-    @grid_jit
+    @cuda.jit
     def backward_grid(dA, A, W, lengths, kind, reverse, R, P, carry, delta, partial):
         """Mirror of ``forward_grid`` with Wᵀ: block g owns units [g·R, g·R + R) of the carry.
 
