@@ -432,6 +432,22 @@ def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch)
         assert isinstance(fwd_bwd, tuple) and min(fwd_bwd) > 0, fwd_bwd
 
 
+@pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
+def test_gpu_host_costs_tool_times_every_operation():
+    """tools/gpu_host_costs.py at a toy shape: every operation and the block step timed."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_host_costs.py")
+    spec = importlib.util.spec_from_file_location("gpu_host_costs", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    costs = tool.host_costs(N=2, D=3, H=4, T=3, calls=1)
+    assert "rnn(x)" in costs and "forward + backward" in costs and len(costs) == 13
+    for enqueue, drained in costs.values():
+        assert 0 < enqueue <= drained
+    steps = tool.block_step_us(N=2, H=4, lanes=(2,), T=(2, 3), repeats=1)
+    assert set(steps) == {2} and len(steps[2]) == 2
+
+
 def test_against_cudnn_when_a_gpu_and_torch_are_present():
     torch = pytest.importorskip("torch")
     if gpu.SIMULATOR or not torch.cuda.is_available():
