@@ -295,10 +295,10 @@ def plan(N, H, dtype, variant=None, blocks=None):
     ``block`` (one block per batch row) when W_aa fits the registers of one block: S
     lanes per unit, the least power of two that leaves each thread at most
     ``BLOCK_KW`` weights, within ``BLOCK_THREADS`` (so H ≤ 128); else ``grid`` with
-    R hidden units per block such that R rows of W_aa (padded to a multiple of four)
-    the N·R squares and one lane's partial dots fit; else ``step``. A forced ``variant`` that cannot
-    hold the shape raises ValueError. ``blocks`` asks for that many ``grid`` blocks
-    where shared memory allows (``block`` always runs one per row).
+    R hidden units per block such that R rows of W_aa (padded to a multiple of four),
+    the N·R squares and one lane's partial dots fit; else ``step``. A forced
+    ``variant`` that cannot hold the shape raises ValueError. ``blocks`` asks for that
+    many ``grid`` blocks where shared memory allows (``block`` runs one per row).
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -487,9 +487,12 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=False, 
         kb = _kernels(A.dtype, S, H)["backward_block"] if S else None
         dh0 = empty((N, H), A.dtype)
         partial = empty((T, N, math.ceil(_block_threads(H, S) / 32)), A.dtype)
-        dh_in = (zeros((N, H), A.dtype) if dh_n is None else dh_n
-                 if is_array(dh_n) and dh_n.dtype == A.dtype and _c_contiguous(dh_n)
-                 else _copy(dh_n, empty((N, H), A.dtype)))
+        if dh_n is None:
+            dh_in = zeros((N, H), A.dtype)
+        elif is_array(dh_n) and dh_n.dtype == A.dtype and _c_contiguous(dh_n):
+            dh_in = dh_n                                   # read in place, never written
+        else:
+            dh_in = _copy(dh_n, empty((N, H), A.dtype))
         args = (dA, A, W_aa, dh_in, lens, kind, bool(reverse), delta, partial, dh0)
         fit = _block_launch(kb, args, N, H, A.dtype, S, threads) if S else None
         if fit is not None:

@@ -29,20 +29,24 @@ W, so both are the same row-times-vector dots)::
     forward  z<t>[n, j]   = Σ_k W [j, k] · a<t-1>[n, k]     a<t> = g(U<t> + z<t>)
     backward c<t-1>[n, k] = Σ_j Wᵀ[k, j] · δ<t>[n, j]       δ<t> = (dA<t> + c<t>) ⊙ g'(a<t>)
 
-Each dot is shared by S (or P) lanes, a power of two up to 32: lane s takes the
-products k ≡ s (mod S), so consecutive lanes read consecutive addresses, and the
-lanes of one dot are consecutive threads of one warp. Their partial sums meet in a
-butterfly (``xor_sum``): on a GPU, warp shuffles with no barrier; numba's simulator,
-which CI runs these kernels in, has no shuffles, so there each thread reads the
-lanes' values from shared memory and adds them in the butterfly's order (the same
-additions, so the same bits), between two barriers. Serial dots over H made every
-thread wait on one L2 load per product: on the H200 that was 17.7 µs a step at stream.
+Each dot is shared by S (``block``) or P (``grid``) lanes, a power of two up to 32:
+lane s takes the products k ≡ s (mod S), so consecutive lanes read consecutive
+addresses. In ``block`` the lanes of one dot are consecutive threads of one warp and
+their partial sums meet in a butterfly (``xor_sum``): on a GPU, warp shuffles with no
+barrier; numba's simulator, which CI runs these kernels in, has no shuffles, so there
+each thread reads the lanes' values from shared memory and adds them in the
+butterfly's order (the same additions, so the same bits), between two barriers. In
+``grid`` the P partial sums meet in shared memory, halved with a ``syncthreads`` per
+level (``lane_sum``): shuffles there were measured no faster on the H200 and cost
+registers (README, "On a GPU"). Serial dots over H made every thread wait on one L2
+load per product: on the H200 that was 17.7 µs a step at stream.
 
-Kernels are compiled per dtype (and per KW for ``block``); shared memory is dynamic,
-sized by each launch for its shape. The tunables (lanes, units per block, threads)
-are launch arguments, never module globals. The kernels avoid Python's
-``min``/``max``: numba 0.68's built-in CUDA target fails to type ``min(int, int)`` in
-a kernel (numba-cuda does not), so a conditional expression is used instead.
+Kernels are compiled per dtype (and per S and KW for ``block``, which
+:func:`build_block` takes as arguments); shared memory is dynamic, sized by each launch
+for its shape; units per block, lanes of ``grid`` and threads are launch arguments.
+The kernels avoid Python's ``min``/``max``: numba 0.68's built-in CUDA target fails to
+type ``min(int, int)`` in a kernel (numba-cuda does not), so a conditional expression
+is used instead.
 """
 import math
 
