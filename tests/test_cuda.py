@@ -73,6 +73,44 @@ def test_recurrence_kernels_match_cpu(variant, blocks, lanes, kind, reverse, len
     assert_close(n_gpu, norms)
 
 
+def test_block_variant_beyond_its_threads_raises_or_falls_back():
+    """H·S threads over the cap: a forced 'block' says so; the automatic choice runs
+    another variant and still matches the CPU."""
+    rng = np.random.default_rng(5)
+    U, W, a0 = rng.standard_normal((3, 2, 5)), 0.5 * rng.standard_normal((5, 5)), \
+        rng.standard_normal((2, 5))
+    dA, dh_n = rng.standard_normal((3, 2, 5)), rng.standard_normal((2, 5))
+    with pytest.raises(ValueError, match="variant='block' needs 5·8 threads"):
+        gpu.recurrence_forward(dev(U), dev(W), dev(a0), TANH, variant="block", lanes=8,
+                               threads=32)
+    with pytest.raises(ValueError, match="variant='block' needs"):
+        gpu.recurrence_backward(dev(dA), dev(U), dev(W), None, TANH, variant="block",
+                                lanes=8, threads=32)
+    A = cpu.recurrence_forward(U, W, a0, TANH)
+    assert_close(gpu.recurrence_forward(dev(U), dev(W), dev(a0), TANH, lanes=8, threads=32), A)
+    want = cpu.recurrence_backward(dA, A, W, dh_n, TANH)
+    got = gpu.recurrence_backward(dev(dA), dev(A), dev(W), dev(dh_n), TANH, lanes=8, threads=32)
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+
+
+def test_row_views_lengths_and_zeros_helpers():
+    """The host-path helpers: row views equal slicing (built directly where the array is
+    C-contiguous, by numba's slicing where not), the full-length lengths are made once
+    per (T, N), zeros are zeros."""
+    a = np.arange(24.0).reshape(4, 3, 2)
+    d = dev(a)
+    assert_close(gpu.row_view(d, 2), a[2])
+    assert_close(gpu.rows_view(d, 1, 3), a[1:3])
+    assert_close(gpu.rows_view(d, 0, 4).reshape(12, 2), a.reshape(12, 2))
+    t = dev(np.ascontiguousarray(a.transpose(1, 0, 2)))[:, 1:]          # not C-contiguous
+    assert_close(gpu.row_view(t, 1), a.transpose(1, 0, 2)[1, 1:])
+    assert_close(gpu.rows_view(t, 0, 2), a.transpose(1, 0, 2)[0:2, 1:])
+    full = gpu.lengths_array(None, 7, 3)
+    assert gpu.lengths_array(None, 7, 3) is full and host(full).tolist() == [7, 7, 7]
+    assert host(gpu.zeros((2, 3), np.float32)).tolist() == [[0.0] * 3] * 2
+
+
 def test_forward_overwrites_U_in_place_when_asked():
     rng = np.random.default_rng(2)
     U, W, a0 = rng.standard_normal((3, 5, 4)), rng.standard_normal((4, 4)), np.zeros((5, 4))
