@@ -2,7 +2,8 @@
 # The GPU backend's hardware checks in one run, for a machine with an NVIDIA GPU whose
 # Python has numba-cuda, torch (with CUDA) and pytest-xdist: the CUDA tests on the device,
 # `numba-rnn bench --device cuda`, then every recurrence variant timed alone and a profile
-# (tools/gpu_variants.py). Logs and the chart go to $OUT (default /tmp/gpu-check).
+# (tools/gpu_variants.py), then the Python cost of each GPU operation
+# (tools/gpu_host_costs.py). Logs and the chart go to $OUT (default /tmp/gpu-check).
 # Wheels in .whl/ (e.g. NumPy < 2.5, which numba-cuda 0.30.4 needs) are installed first
 # into /tmp/site, without touching the machine's own packages.
 set -uo pipefail
@@ -26,3 +27,5 @@ timeout "${BENCH_S:-300}" python3 -m numba_rnn.cli bench --device cuda --repeats
 echo "bench rc=$?" | tee -a "$OUT/bench.txt"; grep -v "^\s*$" "$OUT/bench.txt" | tail -16
 timeout "${VARIANTS_S:-200}" python3 tools/gpu_variants.py > "$OUT/variants.txt" 2>&1
 echo "variants rc=$?" | tee -a "$OUT/variants.txt"; head -8 "$OUT/variants.txt"
+timeout "${HOST_S:-120}" python3 tools/gpu_host_costs.py > "$OUT/host_costs.txt" 2>&1
+echo "host costs rc=$?" | tee -a "$OUT/host_costs.txt"; tail -18 "$OUT/host_costs.txt"

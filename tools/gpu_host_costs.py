@@ -1,6 +1,5 @@
 """Where a GPU call's time goes: the Python cost of each operation, and the marginal
-cost of a ``block`` recurrence step (run on a GPU machine; tools/gpu_check.sh does not
-run it).
+cost of a ``block`` recurrence step (run on a GPU machine, last in tools/gpu_check.sh).
 
 ``python tools/gpu_host_costs.py [default|async]`` prints, per operation of the tiny
 shape, the µs of Python to enqueue it (no synchronisation inside the loop) and with the
