@@ -456,14 +456,20 @@ def test_bench_rows_run_end_to_end(monkeypatch):
     assert f"| toy | train | block ({rows[1]['blocks']}) |" in bench_cuda.table(rows)
 
 
-def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch):
-    """tools/gpu_variants.py (run by tools/gpu_check.sh on a GPU) at a toy shape."""
+def _tool(name):
+    """tools/<name>.py, imported as a module (tools/ is not a package)."""
     import importlib.util
-    monkeypatch.delenv("NO_STEP", raising=False)          # gpu_check.sh may set it
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_variants.py")
-    spec = importlib.util.spec_from_file_location("gpu_variants", path)
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch):
+    """tools/gpu_variants.py (run by tools/gpu_check.sh on a GPU) at a toy shape."""
+    monkeypatch.delenv("NO_STEP", raising=False)          # gpu_check.sh may set it
+    tool = _tool("gpu_variants")
     timings = tool.variants(2, 8, 3, lanes=(2,))
     assert set(timings) == {"block", "grid", "step", "block/2"}
     for fwd_bwd in timings.values():
@@ -473,11 +479,7 @@ def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch)
 @pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
 def test_gpu_host_costs_tool_times_every_operation():
     """tools/gpu_host_costs.py at a toy shape: every operation and the block step timed."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_host_costs.py")
-    spec = importlib.util.spec_from_file_location("gpu_host_costs", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("gpu_host_costs")
     costs = tool.host_costs(N=2, D=3, H=4, T=3, calls=1)
     assert "rnn(x)" in costs and "forward + backward" in costs and len(costs) == 13
     for enqueue, drained in costs.values():
