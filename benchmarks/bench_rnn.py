@@ -98,6 +98,16 @@ class Ratios:
     def track_gemm_floor_fraction(self, rows, shape, dtype, op):
         return self._row(rows, shape, dtype, op)["floor_fraction"]
 
+    def track_handover_ns(self, rows, shape, dtype, op):
+        """The core-to-core round trip measured before the shape's timings
+        (:func:`numba_rnn.bench.handover_ns`): the single-sequence (stream) ratios
+        follow it."""
+        value = self._row(rows, shape, dtype, op)["handover_ns"]
+        if value is None:
+            raise NotImplementedError("fewer than two threads or cores")
+        return value
+    track_handover_ns.unit = "ns"
+
 
 class FirstCall:
     """Import + first call in a fresh interpreter: compilation, or loading Numba's cache."""

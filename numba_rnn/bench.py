@@ -229,6 +229,7 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
     """Rows for one (shape, dtype): forward and train step against every peer."""
     import numba_rnn as nr
     N, D, H, T = SHAPES[shape]
+    handover = handover_ns() if device == "cpu" else None
     rnn = nr.RNN(D, H, dtype=dtype, seed=0, device=device, parallel=parallel)
     x = np.random.default_rng(0).standard_normal((T, N, D)).astype(dtype)
     dA = np.ones((T, N, H), dtype=dtype)
@@ -262,8 +263,42 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
             "ratio_torch": ms.get("ratio_torch"),
             "gflops": flops(shape, op) / ms["ours_" + best] / 1e6,
             "floor_fraction": 1.0 / ms["ratio_floor"],
+            "handover_ns": handover,
         })
     return rows
+
+
+#: Round trips per hand-over measurement, measurements per call, and the spins after which
+#: a side whose partner never runs gives up (:func:`~.kernels.atomics.ping_pong`).
+HANDOVER_ROUNDS, HANDOVER_REPEATS, HANDOVER_PATIENCE = 4000, 5, 1 << 24
+
+
+def handover_ns():
+    """The round trip, in ns, of a counter passed between two of Numba's threads, each
+    bound to its own core as in our parallel calls (median of
+    :data:`HANDOVER_REPEATS` runs of :data:`HANDOVER_ROUNDS`, after one untimed); None
+    with fewer than two threads or cores.
+
+    A single sequence's recurrence hands every step over between the cores (shared
+    panels, :mod:`.kernels.cpu`), so its speed follows this latency — which on a VM
+    moves with where the host puts the virtual CPUs: 80–110 ns in some minutes and
+    340–870 in others on the 2-core EPYC, with the stream float32 forward recurrence
+    at 2.3–2.7 ms and 2.9–6.1 ms respectively (2026-11-30). The bench records it
+    before each shape."""
+    from .kernels import cpu
+    from .kernels.atomics import ping_pong
+    if cpu._shared_workers() < 2:
+        return None
+    times = []
+    with cpu.compute_context(True):
+        for _ in range(HANDOVER_REPEATS + 1):
+            sync = np.zeros(16, dtype=np.int64)
+            t0 = time.perf_counter()
+            ping_pong(sync, HANDOVER_ROUNDS, HANDOVER_PATIENCE)
+            times.append(time.perf_counter() - t0)
+            if sync[8]:
+                return None
+    return 1e9 * float(np.median(times[1:])) / HANDOVER_ROUNDS
 
 
 def machine_info():
@@ -307,16 +342,19 @@ def _cpu_name():
 
 
 def table(rows):
-    """A Markdown table of the results."""
+    """A Markdown table of the results; "hand-over ns" is :func:`handover_ns` measured
+    before the shape's timings (— with one core or thread)."""
     head = ("| shape | dtype | op | ours ms | NumPy ms | torch ms | ours/best peer | "
-            "GEMM floor ms | floor/ours | GFLOP/s |")
-    lines = [head, "|" + " --- |" * 10]
+            "GEMM floor ms | floor/ours | GFLOP/s | hand-over ns |")
+    lines = [head, "|" + " --- |" * 11]
     for r in rows:
         torch_ms = f"{r['torch_ms']:.3g}" if r["torch_ms"] is not None else "—"
+        handover = r.get("handover_ns")
+        handover = f"{handover:.0f}" if handover is not None else "—"
         lines.append(f"| {r['shape']} | {r['dtype']} | {r['op']} | {r['ours_ms']:.3g} | "
                      f"{r['numpy_ms']:.3g} | {torch_ms} | {r['ratio_best_peer']:.2f} "
                      f"({r['best_peer']}) | {r['floor_ms']:.3g} | {r['floor_fraction']:.2f} | "
-                     f"{r['gflops']:.1f} |")
+                     f"{r['gflops']:.1f} | {handover} |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from numba import njit
 
 import numba_rnn as nr
 from numba_rnn import bench
@@ -42,11 +43,33 @@ def test_bench_cli_json_and_table(tmp_path, capsys):
         assert r["ratio_numpy"] > 0 and 0 < r["floor_fraction"]
         assert r["ratio_best_peer"] == r["ratio_" + r["best_peer"]]
         assert r["ratio_best_peer"] == r["ours_ms"] / r[r["best_peer"] + "_ms"]
+        assert r["handover_ns"] is None or r["handover_ns"] > 0
     assert res["machine"]["numba"]
     assert main(["bench", "--shapes", "tiny", "--dtype", "float64", "--repeats", "1",
                  "--out", str(chart)]) == 0
     text = capsys.readouterr().out
     assert "| tiny | float64 | forward |" in text and chart.stat().st_size > 10_000
+    assert "| hand-over ns |" in text
+
+
+def test_handover_probe_passes_the_counter_both_ways(monkeypatch):
+    """The ping-pong really alternates (the counter ends at 2·rounds), gives up rather
+    than hang when its second iteration runs after the first (a serial region), and
+    the probe says None where a recurrence would not share its steps."""
+    from numba_rnn.kernels import atomics, cpu
+    if cpu._shared_workers() >= 2:
+        ns = bench.handover_ns()
+        assert ns is not None and 0 < ns < 1e6
+        sync = np.zeros(16, dtype=np.int64)
+        with cpu.compute_context(True):
+            atomics.ping_pong(sync, 50, bench.HANDOVER_PATIENCE)
+        assert sync[0] == 100 and sync[8] == 0
+    sync = np.zeros(16, dtype=np.int64)
+    serial = njit(atomics.ping_pong.py_func)   # prange as range: one iteration, then the other
+    serial(sync, 50, 1000)
+    assert sync[8] != 0 and sync[0] < 100
+    monkeypatch.setattr(cpu, "_shared_workers", lambda panels=None: 1)
+    assert bench.handover_ns() is None
 
 
 def test_cuda_bench_table_and_targets():

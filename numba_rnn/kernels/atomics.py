@@ -12,7 +12,7 @@ that a waiting thread never starves the one it waits for.
 import platform
 
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -79,3 +79,25 @@ def wait_until(counters, index, target):
         if spins >= SPINS_BEFORE_YIELD:
             _sched_yield()
             spins = 0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def ping_pong(sync, rounds, patience):
+    """Two threads pass a counter back and forth ``rounds`` times (``sync``: zeroed
+    int64, ≥ 9 elements): thread w waits for ``sync[0] = 2i + w`` and adds one — the
+    hand-over of a shared recurrence's step, with no arithmetic around it. A side
+    that spins ``patience`` times without its turn gives up and sets ``sync[8]`` (the
+    other iteration is not running: one thread, or a nested region run serially), so
+    the call always returns; ``sync[8] != 0`` then means no measurement."""
+    for w in prange(2):
+        i = 0
+        while i < rounds and load_acquire(sync, 8) == 0:
+            spins = 0
+            while load_acquire(sync, 0) < 2 * i + w and spins < patience:
+                spin_pause()
+                spins += 1
+            if spins >= patience:
+                fetch_add(sync, 8, 1)
+            else:
+                fetch_add(sync, 0, 1)
+            i += 1
