@@ -287,7 +287,12 @@ def handover_ns():
     moves with where the host puts the virtual CPUs: 80–110 ns in some minutes and
     340–870 in others on the 2-core EPYC, with the stream float32 forward recurrence
     at 2.3–2.7 ms and 2.9–6.1 ms respectively (2026-11-30). The bench records it
-    before each shape."""
+    for each shape, after the peers' first calls.
+
+    Call it after torch (when used in the process) has set up its threads: run before
+    ``torch.set_num_threads``, it left torch's CPU RNN 10–20× slower for the rest of
+    the process (medium float32 forward 376 ms against 20; a model's parallel call in
+    its place did not). Not understood yet."""
     from .kernels import cpu
     from .kernels.atomics import ping_pong
     if cpu._shared_workers() < 2:
