@@ -291,8 +291,9 @@ def handover_ns():
 
     Call it after torch (when used in the process) has set up its threads: run before
     ``torch.set_num_threads``, it left torch's CPU RNN 10–20× slower for the rest of
-    the process (medium float32 forward 376 ms against 20; a model's parallel call in
-    its place did not). Not understood yet."""
+    the process (medium float32 forward 376 ms against 20–26). So did any bare Numba
+    ``prange`` kernel launched first (a two-iteration loop, a sum); a model's
+    parallel forward in its place did not (29 ms). Not understood yet."""
     from .kernels import cpu
     from .kernels.atomics import ping_pong
     if cpu._shared_workers() < 2:
