@@ -283,10 +283,11 @@ def handover_ns():
     with fewer than two threads or cores.
 
     A single sequence's recurrence hands every step over between the cores (shared
-    panels, :mod:`.kernels.cpu`), so its speed follows this latency — which on a VM
-    moves with where the host puts the virtual CPUs: 80–110 ns in some minutes and
-    340–870 in others on the 2-core EPYC, with the stream float32 forward recurrence
-    at 2.3–2.7 ms and 2.9–6.1 ms respectively (2026-11-30). The bench records it
+    panels, :mod:`.kernels.cpu`), so its speed depends on this latency — which on a VM
+    moves with where the host puts the virtual CPUs: 55–70, 90–115 or 270–870 ns a few
+    seconds apart on the 2-core EPYC, the stream float32 forward recurrence mostly at
+    2.1–2.7 ms after ~100 ns and 2.9–6.1 ms after 340–870 ns (2026-11-30; a hint, not a
+    verdict: the placement can change within the second after). The bench records it
     for each shape, after the peers' first calls.
 
     Call it after torch (when used in the process) has set up its threads: run before
