@@ -294,7 +294,11 @@ def handover_ns():
     ``torch.set_num_threads``, it left torch's CPU RNN 10–20× slower for the rest of
     the process (medium float32 forward 376 ms against 20–26). So did any bare Numba
     ``prange`` kernel launched first (a two-iteration loop, a sum); a model's
-    parallel forward in its place did not (29 ms). Not understood yet."""
+    parallel forward in its place did not (29 ms), nor did loading MKL
+    (:func:`.kernels.mkl.load`, which a model's first call does) before the bare
+    kernel (32 ms). What is known: torch's bundled ``libgomp.so.1`` has the soname of
+    the system's, so once Numba's OpenMP layer has loaded the system's, torch runs on
+    that one (``/proc/self/maps``); why MKL's loading avoids the slowdown is not."""
     from .kernels import cpu
     from .kernels.atomics import ping_pong
     if cpu._shared_workers() < 2:
