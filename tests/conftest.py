@@ -130,3 +130,13 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def tool(name):
+    """tools/<name>.py, imported as a module (tools/ is not a package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

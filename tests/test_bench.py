@@ -11,6 +11,8 @@ import numba_rnn as nr
 from numba_rnn import bench
 from numba_rnn.cli import main
 
+from .conftest import tool
+
 
 def test_numpy_peer_computes_the_same_rnn():
     rnn = nr.RNN(5, 7, dtype=np.float64, seed=0)
@@ -126,3 +128,22 @@ def test_bench_cli_parallel_choice(capsys):
     assert len(res["rows"]) == 2
     with pytest.raises(SystemExit):
         main(["bench", "--parallel", "sometimes"])
+
+
+def test_step_parts_tool_times_the_four_kernel_calls_and_puts_them_back():
+    """tools/cpu_step_parts.py: every part timed inside real train steps, the rest is
+    what is left, and the kernels are the originals again afterwards."""
+    from numba_rnn.kernels import cpu
+    parts = tool("cpu_step_parts")
+    before = {name: getattr(cpu, name) for name in parts.PARTS}
+    res = parts.measure("tiny", "float32", steps=3, T=4, warm=1)
+    assert set(res) == {"step", "rest", *parts.PARTS}
+    assert res["step"] > 0 and all(res[name] > 0 for name in parts.PARTS)
+    assert {name: getattr(cpu, name) for name in parts.PARTS} == before
+
+
+def test_handover_series_tool_pairs_each_probe_with_a_recurrence_time():
+    pairs = tool("handover_series").series(rounds=2, H=32, T=20, calls=2, pause=0)
+    assert len(pairs) == 2
+    for ns, ms in pairs:
+        assert (ns is None or ns > 0) and ms > 0

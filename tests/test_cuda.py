@@ -17,7 +17,7 @@ import numba_rnn as nr
 from numba_rnn import clip, optim
 from numba_rnn.kernels import CudaUnavailableError, cpu, get_backend
 
-from .conftest import _gpu_present, make_problem
+from .conftest import _gpu_present, make_problem, tool
 
 gpu = get_backend("cuda")
 TANH, RELU = 0, 1
@@ -456,21 +456,11 @@ def test_bench_rows_run_end_to_end(monkeypatch):
     assert f"| toy | train | block ({rows[1]['blocks']}) |" in bench_cuda.table(rows)
 
 
-def _tool(name):
-    """tools/<name>.py, imported as a module (tools/ is not a package)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch):
     """tools/gpu_variants.py (run by tools/gpu_check.sh on a GPU) at a toy shape."""
     monkeypatch.delenv("NO_STEP", raising=False)          # gpu_check.sh may set it
-    tool = _tool("gpu_variants")
-    timings = tool.variants(2, 8, 3, lanes=(2,))
+    variants = tool("gpu_variants")
+    timings = variants.variants(2, 8, 3, lanes=(2,))
     assert set(timings) == {"block", "grid", "step", "block/2"}
     for fwd_bwd in timings.values():
         assert isinstance(fwd_bwd, tuple) and min(fwd_bwd) > 0, fwd_bwd
@@ -479,12 +469,12 @@ def test_gpu_variants_tool_times_every_variant_that_holds_the_shape(monkeypatch)
 @pytest.mark.filterwarnings("ignore:Simulator timings are bogus")
 def test_gpu_host_costs_tool_times_every_operation():
     """tools/gpu_host_costs.py at a toy shape: every operation and the block step timed."""
-    tool = _tool("gpu_host_costs")
-    costs = tool.host_costs(N=2, D=3, H=4, T=3, calls=1)
+    host = tool("gpu_host_costs")
+    costs = host.host_costs(N=2, D=3, H=4, T=3, calls=1)
     assert "rnn(x)" in costs and "forward + backward" in costs and len(costs) == 13
     for enqueue, drained in costs.values():
         assert 0 < enqueue <= drained
-    steps = tool.block_step_us(N=2, H=4, lanes=(2,), T=(2, 3), repeats=1)
+    steps = host.block_step_us(N=2, H=4, lanes=(2,), T=(2, 3), repeats=1)
     assert set(steps) == {2} and len(steps[2]) == 2
 
 
