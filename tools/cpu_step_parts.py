@@ -5,8 +5,8 @@
 (:data:`numba_rnn.bench.SHAPES`; ``T`` overrides its length, e.g. 2 for the fixed cost)
 and prints the median ms of the whole step and of each of ``input_projection``,
 ``recurrence_forward``, ``recurrence_backward`` and ``layer_grads`` (the calls as the
-model makes them, Python wrappers included), the rest being the model's own Python,
-validation and thread switches. Medians per part do not add up exactly to the step's.
+model makes them, Python wrappers included) and of the rest of each step (the model's
+own Python, validation and thread switches). Medians do not add up exactly.
 """
 import collections
 import sys
@@ -18,7 +18,8 @@ PARTS = ("input_projection", "recurrence_forward", "recurrence_backward", "layer
 
 
 def measure(shape, dtype, steps=200, T=None, warm=20):
-    """``{"step": ms, part: ms, ..., "rest": ms}``, medians over ``steps`` steps."""
+    """``{"step": ms, part: ms, ..., "rest": ms}``, medians over ``steps`` steps ("rest":
+    of each step's time less its parts')."""
     import numba_rnn as nr
     from numba_rnn.bench import SHAPES
     from numba_rnn.kernels import cpu
@@ -59,7 +60,8 @@ def measure(shape, dtype, steps=200, T=None, warm=20):
     res = {"step": 1e3 * float(np.median(totals))}
     for name in PARTS:
         res[name] = 1e3 * float(np.median(per_part[name]))
-    res["rest"] = res["step"] - sum(res[name] for name in PARTS)
+    rest = np.array(totals) - sum(np.array(per_part[name]) for name in PARTS)
+    res["rest"] = 1e3 * float(np.median(rest))
     return res
 
 
