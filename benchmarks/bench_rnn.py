@@ -101,7 +101,7 @@ class Ratios:
     def track_handover_ns(self, rows, shape, dtype, op):
         """The core-to-core round trip measured before the shape's timings
         (:func:`numba_rnn.bench.handover_ns`): the single-sequence (stream) ratios
-        follow it."""
+        tend to follow it (a hint: the VM's placement can change within a second)."""
         value = self._row(rows, shape, dtype, op)["handover_ns"]
         if value is None:
             raise NotImplementedError("fewer than two threads or cores")
