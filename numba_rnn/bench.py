@@ -290,19 +290,22 @@ def handover_ns():
     verdict: the placement can change within the second after). The bench records it
     for each shape, after the peers' first calls.
 
-    Call it after torch (when used in the process) has set up its threads: run before
-    ``torch.set_num_threads``, it left torch's CPU RNN 10–20× slower for the rest of
-    the process (medium float32 forward 376 ms against 20–26). So did any bare Numba
-    ``prange`` kernel launched first (a two-iteration loop, a sum); a model's
-    parallel forward in its place did not (29 ms), nor did loading MKL
-    (:func:`.kernels.mkl.load`, which a model's first call does) before the bare
-    kernel (32 ms). What is known: torch's bundled ``libgomp.so.1`` has the soname of
-    the system's, so once Numba's OpenMP layer has loaded the system's, torch runs on
-    that one (``/proc/self/maps``); why MKL's loading avoids the slowdown is not."""
-    from .kernels import cpu
+    It loads MKL first (where installed), as a model's first call does, and the bench
+    calls it after the peers' first calls. The order matters where torch shares the
+    process: torch's bundled ``libgomp.so.1`` has the soname of the system's, so when
+    Numba's OpenMP layer starts before ``import torch``, torch runs on the system's
+    OpenMP runtime, shared with Numba (``/proc/self/maps`` then holds only that one).
+    Torch's CPU RNN then ran 1.2–1.6× slower for the rest of the process (medium
+    float32 train step 77–90 ms against 61–67), and 10–20× slower (forward 376 ms
+    against 20–26) when the first Numba kernel was a bare ``prange`` one with MKL not
+    yet loaded — why MKL's loading matters is not known. Imported first, torch keeps
+    its own runtime and its usual speed; the bench imports it before any parallel call
+    of ours."""
+    from .kernels import cpu, mkl
     from .kernels.atomics import ping_pong
     if cpu._shared_workers() < 2:
         return None
+    mkl.load()                          # as a model's first call would (see above)
     times = []
     with cpu.compute_context(True):
         for _ in range(HANDOVER_REPEATS + 1):
