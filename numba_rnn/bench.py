@@ -83,8 +83,9 @@ def flops(shape, op):
 def gemm_floor(x, W_ax, W_aa, op, parallel=None):
     """The products of ``op`` issued back-to-back (no activations, no bookkeeping),
     through the BLAS our kernels call — MKL where it is loaded (:mod:`.kernels.mkl`),
-    else OpenBLAS — in the same row blocks on the same threads
-    (``parallel``: as :func:`~numba_rnn.kernels.cpu.resolve_parallel`)."""
+    else OpenBLAS (:func:`~numba_rnn.kernels.cpu.product_engine`) — in the same row
+    blocks on the same threads (``parallel``: as
+    :func:`~numba_rnn.kernels.cpu.resolve_parallel`)."""
     from .kernels import cpu
     T, N, D = x.shape
     H = W_aa.shape[0]
@@ -336,15 +337,24 @@ def machine_info():
 
 
 def blas_name():
-    """The BLAS our CPU kernels call, as a short label."""
-    from .kernels import mkl
+    """The BLAS our CPU kernels call, as a short label: MKL's steps and the dtypes
+    whose batched products it takes, then whose ``?gemm`` takes the others'
+    (:func:`.kernels.cpu.product_engine`)."""
+    from .kernels import cpu, mkl, openblas
     used, where = mkl.status()
-    if used:
-        on = [d for d in ("float32", "float64") if mkl.batched_products(d)]
-        batched = "batched products too" if len(on) == 2 else \
-            f"batched products: {' '.join(on) or 'none'} (MKL branch {mkl.branch()})"
-        return f"MKL {mkl.version()} (packed steps; {batched})"
-    return f"OpenBLAS via SciPy (MKL off: {where})"
+    engines = {d: cpu.product_engine(d) for d in ("float32", "float64")}
+    rest = [d for d, e in engines.items() if e != "mkl"]
+    others = ""
+    if rest:
+        who = f"OpenBLAS {openblas.version()} (scipy-openblas32)" \
+            if engines[rest[0]] == "openblas" else "OpenBLAS via SciPy"
+        others = f"{who}: {' '.join(rest)} batched products"
+    if not used:
+        return f"{others} (MKL off: {where})"
+    batched = "batched products too" if not rest else \
+        f"batched products: {' '.join(d for d in engines if d not in rest) or 'none'}" \
+        f" (MKL branch {mkl.branch()})"
+    return f"MKL {mkl.version()} (packed steps; {batched})" + (f" · {others}" if rest else "")
 
 
 def _cpu_name():

@@ -54,7 +54,7 @@ from numba import njit, prange
 from numba import types as nbtypes
 from numba.extending import overload
 
-from . import mkl
+from . import mkl, openblas
 from .activations import activate_row, activation_grad_row
 from .atomics import fetch_add, wait_until
 from .mkl import aligned_empty, packed_product
@@ -64,18 +64,25 @@ from .affinity import allowed_cores, pin_caller, unpin_caller
 from .threads import blas_single_threaded, fast_regions, guard_enter, guard_exit
 
 
-def _compile(py_func, parallel, engine="openblas"):
-    """Compile ``py_func`` serial or parallel, under its own name; with ``engine="mkl"``
-    its products (``_matprod``) call MKL's ``cblas_?gemm`` instead of ``np.dot``.
+#: The BLAS a compiled variant's products (``_matprod``) call, by engine: SciPy's
+#: through ``np.dot`` (no suffix), the OpenBLAS wheel's or MKL's ``cblas_?gemm``.
+ENGINES = {"scipy": ("", None), "openblas": ("_openblas", openblas.gemm),
+           "mkl": ("_mkl", mkl.gemm)}
+
+
+def _compile(py_func, parallel, engine="scipy"):
+    """Compile ``py_func`` serial or parallel, under its own name; its products
+    (``_matprod``) call the BLAS of ``engine`` (:data:`ENGINES`).
 
     Numba's on-disk cache keys entries by the function's qualified name, not by its
     compile flags, so the variants are given distinct names to keep their cache
     entries apart.
     """
-    suffix = ("_parallel" if parallel else "_serial") + ("_mkl" if engine == "mkl" else "")
+    tag, product = ENGINES[engine]
+    suffix = ("_parallel" if parallel else "_serial") + tag
     scope = py_func.__globals__
-    if engine == "mkl":
-        scope = dict(scope, _matprod=mkl.gemm)
+    if product is not None:
+        scope = dict(scope, _matprod=product)
     clone = types.FunctionType(py_func.__code__, scope,
                                py_func.__name__ + suffix, py_func.__defaults__,
                                py_func.__closure__)
@@ -794,11 +801,20 @@ def _colsum(a, blocks, partial, out):
 
 
 def _product_kernel(py_func, parallel, dtype):
-    """The compiled variant of a batched-product kernel: parallel or serial, on MKL
-    where :func:`mkl.batched_products` says so for ``dtype`` (each product ~10–40 %
-    faster than OpenBLAS on the Xeon; float32 only on AMD's CPUs), else OpenBLAS."""
-    return _variant_of(py_func, bool(parallel),
-                       "mkl" if mkl.batched_products(dtype) else "openblas")
+    """The compiled variant of a batched-product kernel: parallel or serial, on the BLAS
+    :func:`product_engine` names for ``dtype``."""
+    return _variant_of(py_func, bool(parallel), product_engine(dtype))
+
+
+def product_engine(dtype):
+    """Whose ``?gemm`` the batched products of ``dtype`` call: ``"mkl"`` where
+    :func:`mkl.batched_products` says so (each product ~10–40 % faster than OpenBLAS
+    on the Xeon; float32 only on AMD's CPUs), else ``"openblas"`` where the wheel's
+    OpenBLAS is loaded (:mod:`.openblas`: its weight gradients 12–19 % faster than
+    SciPy's here), else ``"scipy"``."""
+    if mkl.batched_products(dtype):
+        return "mkl"
+    return "openblas" if openblas.load() else "scipy"
 
 
 @functools.cache

@@ -62,8 +62,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from . import pool
+from .cblas import NO_TRANS, ROW_MAJOR, TRANS, gemm_functions, gemm_overload
+from .cblas import INT as _INT, PTR as _PTR, data as _data
 
-ROW_MAJOR, NO_TRANS, TRANS, B_MATRIX, PACKED = 101, 111, 112, 162, 151
+B_MATRIX, PACKED = 162, 151
 _SEQUENTIAL = 1                        # MKL_THREADING_SEQUENTIAL
 ALIGN = 64                             # bytes: each packed panel starts on a cache line
 
@@ -102,7 +104,8 @@ def load():
 
     Looks for ``libmkl_rt`` in ``<prefix>/lib`` (where the ``mkl`` wheel puts it),
     selects MKL's sequential threading layer and binds the functions the kernels call
-    (:data:`SYMBOLS`) to its addresses for LLVM. Honours ``NUMBA_RNN_BLAS=openblas``.
+    (:data:`SYMBOLS`) to its addresses for LLVM. Honours ``NUMBA_RNN_BLAS=openblas``
+    (and ``=scipy``).
     Stays off when another library has loaded MKL first (a NumPy built on MKL: making
     that MKL sequential would slow the user's own NumPy). :func:`status` says why it
     is off.
@@ -111,8 +114,9 @@ def load():
     if _loaded is not None:
         return _lib is not None
     _loaded = ""
-    if os.environ.get("NUMBA_RNN_BLAS", "auto").lower() == "openblas":
-        _why = "NUMBA_RNN_BLAS=openblas"
+    asked = os.environ.get("NUMBA_RNN_BLAS", "auto").lower()
+    if asked in ("openblas", "scipy"):
+        _why = f"NUMBA_RNN_BLAS={asked}"
         return False
     if sys.platform != "linux":
         _why = f"not looked for on {sys.platform}"
@@ -317,7 +321,6 @@ def _address(a):
 
 # --- the product inside Numba kernels ------------------------------------------------
 
-_INT, _PTR = types.intc, types.voidptr
 _compute32 = types.ExternalFunction("cblas_sgemm_compute", types.void(
     _INT, _INT, _INT, _INT, _INT, _INT, _PTR, _INT, _PTR, _INT, types.float32, _PTR, _INT))
 _compute64 = types.ExternalFunction("cblas_dgemm_compute", types.void(
@@ -326,15 +329,6 @@ _gemv32 = types.ExternalFunction("cblas_sgemv", types.void(
     _INT, _INT, _INT, _INT, types.float32, _PTR, _INT, _PTR, _INT, types.float32, _PTR, _INT))
 _gemv64 = types.ExternalFunction("cblas_dgemv", types.void(
     _INT, _INT, _INT, _INT, types.float64, _PTR, _INT, _PTR, _INT, types.float64, _PTR, _INT))
-
-
-@intrinsic
-def _data(typingctx, a):
-    """The data pointer of an array, as ``void*``."""
-    def codegen(context, builder, sig, args):
-        ary = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
-        return builder.bitcast(ary.data, ir.IntType(8).as_pointer())
-    return types.voidptr(a), codegen
 
 
 _pack32 = types.ExternalFunction("cblas_sgemm_pack", types.void(
@@ -399,38 +393,10 @@ def _packed_product(a, packed, out, n):
     return impl
 
 
-_gemm32 = types.ExternalFunction("cblas_sgemm", types.void(
-    _INT, _INT, _INT, _INT, _INT, _INT, types.float32, _PTR, _INT, _PTR, _INT,
-    types.float32, _PTR, _INT))
-_gemm64 = types.ExternalFunction("cblas_dgemm", types.void(
-    _INT, _INT, _INT, _INT, _INT, _INT, types.float64, _PTR, _INT, _PTR, _INT,
-    types.float64, _PTR, _INT))
-
-
 def gemm(a, b, out):
-    """``out = a·b`` through MKL's ``cblas_?gemm``: ``a`` (M, K) and ``b`` (K, N) C- or
-    F-contiguous (an F-contiguous operand is read as a transposed one), ``out`` (M, N)
-    C-contiguous — the products of :mod:`.cpu` where MKL is loaded (Numba kernels
-    only)."""
+    """``out = a·b`` through MKL's ``cblas_?gemm`` (:func:`.cblas.gemm_overload`): the
+    products of :mod:`.cpu` where MKL takes them (Numba kernels only)."""
     raise NotImplementedError("gemm runs inside Numba kernels only")
 
 
-@overload(gemm, inline="always")
-def _gemm(a, b, out):
-    call = {types.float32: _gemm32, types.float64: _gemm64}.get(a.dtype)
-    if call is None or out.layout != "C" or a.layout not in "CF" or b.layout not in "CF":
-        return None
-    one, zero = (np.float32(1), np.float32(0)) if a.dtype == types.float32 else \
-        (np.float64(1), np.float64(0))
-    ta = NO_TRANS if a.layout == "C" else TRANS         # F: the transpose is row-major
-    tb = NO_TRANS if b.layout == "C" else TRANS
-    a_cols, b_cols = a.layout == "C", b.layout == "C"
-
-    def impl(a, b, out):
-        M, K = a.shape
-        lda = max(1, a.shape[1] if a_cols else a.shape[0])
-        ldb = max(1, b.shape[1] if b_cols else b.shape[0])
-        if M > 0 and out.shape[1] > 0:
-            call(ROW_MAJOR, ta, tb, M, out.shape[1], K, one, _data(a), lda, _data(b), ldb,
-                 zero, _data(out), max(1, out.shape[1]))
-    return impl
+overload(gemm, inline="always")(gemm_overload(gemm_functions("cblas_sgemm", "cblas_dgemm")))

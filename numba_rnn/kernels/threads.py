@@ -43,6 +43,8 @@ def _blas_controls():
     ~10 µs)."""
     global _controls
     if _controls is None:
+        from . import openblas
+        openblas.load()                 # among them, with the rest (kept at one thread)
         found = []
         for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
             direct = None

@@ -1,0 +1,151 @@
+"""The OpenBLAS wheel (kernels/openblas.py): loading, its product inside Numba kernels,
+which products take it, and a layer on it against the same layer on SciPy's BLAS."""
+import ctypes
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import njit
+
+from numba_rnn.kernels import cpu, mkl, openblas
+from numba_rnn.kernels.openblas import gemm
+
+
+def _installed():
+    try:
+        importlib.metadata.version("scipy-openblas32")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64" and _installed()
+            and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() != "scipy")
+needs_wheel = pytest.mark.skipif(not openblas.load(),
+                                 reason=f"OpenBLAS wheel not in use: {openblas.status()[1]}")
+
+
+def test_loaded_where_it_is_a_dependency():
+    """On Linux x86-64 scipy-openblas32 is one of our dependencies: it must load, with
+    one thread of its own."""
+    if not EXPECTED:
+        pytest.skip("scipy-openblas32 is not installed here (a dependency on Linux x86-64)")
+    used, where = openblas.status()
+    assert used, where
+    assert os.path.exists(where)
+    assert openblas.version().split(".")[:2] >= ["0", "3"]
+    assert openblas._lib.scipy_openblas_get_num_threads() == 1
+
+
+@needs_wheel
+def test_kernels_call_the_wheel_not_scipys_copy():
+    """SciPy's bundled OpenBLAS exports the same ``scipy_cblas_*`` names: the names the
+    kernels call are ours and resolve to the wheel's addresses."""
+    from llvmlite import binding as llvm
+    for name, ours in openblas.NAMES.items():
+        want = ctypes.cast(getattr(openblas._lib, name), ctypes.c_void_p).value
+        assert llvm.address_of_symbol(ours) == want, ours
+
+
+@njit
+def _gemm(a, b, out):
+    gemm(a, b, out)
+
+
+@needs_wheel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 5, 7), (64, 1600, 32), (17, 0, 4),
+                                   (0, 3, 4)])
+def test_gemm_matches_numpy_for_each_layout(dtype, M, K, N, rng):
+    """``out = a·b`` for C- and F-contiguous operands (an F one is read transposed, as
+    the weight gradients' ``δᵀ`` is), empty dimensions included (K = 0 gives zeros)."""
+    tol = 2e-5 if dtype == np.float32 else 1e-13
+    for a_f in (False, True):
+        for b_f in (False, True):
+            a = rng.standard_normal((M, K)).astype(dtype)
+            b = rng.standard_normal((K, N)).astype(dtype)
+            a, b = (np.asfortranarray(a) if a_f else a), (np.asfortranarray(b) if b_f else b)
+            out = np.full((M, N), np.nan, dtype)
+            _gemm(a, b, out)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            np.testing.assert_allclose(out, want, rtol=tol, atol=tol * max(1, K))
+
+
+@needs_wheel
+def test_engine_choice():
+    """MKL takes the dtypes it is faster in (:func:`mkl.batched_products`); the wheel
+    the others; the compiled variants call what they are named for."""
+    for dtype in (np.float32, np.float64):
+        engine = cpu.product_engine(dtype)
+        assert engine == ("mkl" if mkl.batched_products(dtype) else "openblas")
+        kernel = cpu._product_kernel(cpu._gemm_rows, False, dtype)
+        assert kernel.py_func.__name__ == "_gemm_rows_serial" + cpu.ENGINES[engine][0]
+
+
+@needs_wheel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_layer_products_agree_with_scipys_blas(monkeypatch, dtype, parallel, rng):
+    """A layer's batched products (projection, weight gradients, dx) on the wheel and on
+    SciPy's OpenBLAS: equal to rounding (float32 within 2e-5, float64 1e-12); on the
+    wheel, serial and parallel runs give the same bits (same calls, same row blocks)."""
+    T, N, D, H = 9, 5, 7, 48
+    x = rng.standard_normal((T, N, D)).astype(dtype)
+    W_ax = rng.standard_normal((H, D)).astype(dtype)
+    b = rng.standard_normal(H).astype(dtype)
+    delta, A = (rng.standard_normal((T, N, H)).astype(dtype) for _ in range(2))
+    a0 = rng.standard_normal((N, H)).astype(dtype)
+
+    def products(par):
+        with cpu.compute_context(par):
+            return (cpu.input_projection(x, W_ax, b, par),
+                    *cpu.layer_grads(delta, x, A, a0, W_ax, False, par))
+    monkeypatch.setattr(cpu, "product_engine", lambda d: "openblas")
+    on_wheel, on_wheel_serial = products(parallel), products(False)
+    monkeypatch.setattr(cpu, "product_engine", lambda d: "scipy")
+    on_scipy = products(parallel)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for w, s, w1 in zip(on_wheel, on_scipy, on_wheel_serial, strict=True):
+        np.testing.assert_allclose(w, s, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(w, w1)
+
+
+@needs_wheel
+def test_kept_at_one_thread_inside_our_calls():
+    """A user's ``threadpool_limits`` over every BLAS reaches the wheel too; inside our
+    calls it runs on one thread all the same (our row blocks are the parallelism)."""
+    from threadpoolctl import threadpool_limits
+    get = openblas._lib.scipy_openblas_get_num_threads
+    with threadpool_limits(2, user_api="blas"):
+        outside = get()
+        with cpu.compute_context(True):
+            inside = get()
+    assert inside == 1
+    assert outside in (1, 2)            # 2 where threadpoolctl can set it
+    assert get() == 1
+
+
+def test_scipys_blas_when_asked_for():
+    """NUMBA_RNN_BLAS=scipy: neither MKL nor the wheel is loaded, each says why, and a
+    model still trains (in a fresh process: loading is decided once per process)."""
+    code = ("import numpy as np, numba_rnn as nr\n"
+            "from numba_rnn.kernels import cpu, mkl, openblas\n"
+            "from numba_rnn import bench\n"
+            "rnn = nr.RNN(3, 40, seed=0)\n"
+            "x = np.random.default_rng(0).standard_normal((5, 8, 3))\n"
+            "out, h, c = rnn.forward(x)\n"
+            "g, dx, dh0 = rnn.backward(c, np.ones_like(out))\n"
+            "print(mkl.status(), openblas.status(), cpu.product_engine(np.float64))\n"
+            "print(bench.blas_name(), bool(np.isfinite(g['W_aa_l0']).all()))\n")
+    env = dict(os.environ, NUMBA_RNN_BLAS="scipy")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "(False, 'NUMBA_RNN_BLAS=scipy') (False, 'NUMBA_RNN_BLAS=scipy') scipy" \
+        in res.stdout
+    assert "OpenBLAS via SciPy: float32 float64 batched products" in res.stdout
+    assert res.stdout.strip().endswith("True")
