@@ -148,3 +148,32 @@ def test_scipys_blas_when_asked_for():
         in res.stdout
     assert "OpenBLAS via SciPy: float32 float64 batched products" in res.stdout
     assert res.stdout.strip().endswith("True")
+
+
+def test_a_temporary_handed_to_gemm_lives_through_the_call():
+    """``gemm(a, b.copy(), out)``: the copy's last use in Numba's IR was ``data(b)``, so
+    it was released before the BLAS read it — a 64 MiB one (beyond glibc's largest mmap
+    threshold, so unmapped on release) segfaulted. ``cblas.keep_alive`` holds it to the
+    end of the call. Both libraries' ``gemm`` (where loaded), in a fresh process: a
+    crash must not take the test run with it."""
+    code = ("import numpy as np\n"
+            "from numba import njit\n"
+            "from numba_rnn.kernels import mkl, openblas\n"
+            "libs = [m for m in (openblas, mkl) if m.load()]\n"
+            "M = 1 << 22\n"
+            "a, b = np.ones((2, M)), np.ones((M, 2))\n"
+            "for lib in libs:\n"
+            "    gemm = lib.gemm\n"
+            "    @njit\n"
+            "    def product_of_copy(a, b, out):\n"
+            "        gemm(a, b.copy(), out)\n"
+            "    out = np.zeros((2, 2))\n"
+            "    product_of_copy(a, b, out)\n"
+            "    print(lib.__name__, bool((out == M).all()))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.split()
+    assert lines[1::2] == ["True"] * (len(lines) // 2), res.stdout
+    if openblas.load():
+        assert "numba_rnn.kernels.openblas" in lines

@@ -24,6 +24,20 @@ def data(typingctx, a):
     return types.voidptr(a), codegen
 
 
+@intrinsic
+def keep_alive(typingctx, a, b, c):
+    """No code: a use of ``a``, ``b`` and ``c`` after a call that was handed their
+    pointers (:func:`data`). Numba releases an array after its last use in the IR, and
+    ``data(x)`` is a use of ``x`` but the call that reads the pointer is not: a
+    temporary passed straight in (``gemm(a, b.copy(), out)``) was freed before the
+    call read it (a 64 MiB one, unmapped, segfaulted; small ones in ``prange`` gave a
+    wrong product about once in 300 calls). Called after every such call here and in
+    :mod:`.mkl`."""
+    def codegen(context, builder, sig, args):
+        return context.get_dummy_value()
+    return types.none(a, b, c), codegen
+
+
 def gemm_functions(name32, name64):
     """``{float32: ?, float64: ?}``: the ``cblas_sgemm`` and ``cblas_dgemm`` of a
     library, under the names it bound them to."""
@@ -54,5 +68,6 @@ def gemm_overload(functions):
             if M > 0 and out.shape[1] > 0:
                 call(ROW_MAJOR, ta, tb, M, out.shape[1], K, one, data(a), lda, data(b),
                      ldb, zero, data(out), max(1, out.shape[1]))
+            keep_alive(a, b, out)
         return impl
     return typer

@@ -63,7 +63,7 @@ from numba.extending import intrinsic, overload
 
 from . import pool
 from .cblas import NO_TRANS, ROW_MAJOR, TRANS, gemm_functions, gemm_overload
-from .cblas import INT as _INT, PTR as _PTR, data as _data
+from .cblas import INT as _INT, PTR as _PTR, data as _data, keep_alive
 
 B_MATRIX, PACKED = 162, 151
 _SEQUENTIAL = 1                        # MKL_THREADING_SEQUENTIAL
@@ -352,6 +352,7 @@ def _pack_call_impl(M, trans, ld, rows, n, dst):
 
     def impl(M, trans, ld, rows, n, dst):
         pack(ROW_MAJOR, B_MATRIX, trans, rows, n, M.shape[0], one, _data(M), ld, _data(dst))
+        keep_alive(M, dst, dst)
     return impl
 
 
@@ -390,6 +391,7 @@ def _packed_product(a, packed, out, n):
         else:
             compute(ROW_MAJOR, NO_TRANS, PACKED, a.shape[0], n, K, _data(a), K,
                     _data(packed), n, zero, _data(out), out.shape[1])
+        keep_alive(a, packed, out)
     return impl
 
 
