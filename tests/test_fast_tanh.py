@@ -12,7 +12,7 @@ from numba_rnn.kernels.fast_tanh import fast_tanh
 from .conftest import fresh_recurrence_ir
 
 #: the stated bounds (README, kernels/fast_tanh.py), in units in the last place
-ULP_BOUND = {np.float32: 2.5, np.float64: 2.5}
+ULP_BOUND = {np.float32: 2.5, np.float64: 2.6}
 
 
 @numba.njit(error_model="numpy")
@@ -43,7 +43,7 @@ _BLOCK = 4096
 @numba.njit(error_model="numpy", parallel=True)
 def _worst_float32_ulp(start, stop, stride):
     """max over every ``stride``-th float32 bit pattern in [start, stop) of the ulp error of
-    fast_tanh, against float64 fast_tanh (itself within 2.5 float64 ulp, ~3e-16: exact at
+    fast_tanh, against float64 fast_tanh (itself within 2.6 float64 ulp, ~6e-16: exact at
     float32 resolution), plus a count of odd-symmetry violations.
 
     Each block of :data:`_BLOCK` values goes through tanh in plain loops that LLVM
@@ -92,9 +92,10 @@ def test_float64_over_the_whole_range():
     rng = np.random.default_rng(0)
     mags = 10.0 ** rng.uniform(-320, 3, 2_000_000)       # subnormals … far past saturation
     dense = rng.uniform(0, 25, 2_000_000)                # where the work happens
-    x = np.concatenate([mags, dense, -dense])
+    worst = rng.uniform(0.17, 0.27, 2_000_000)           # k = 1, m cancels: the worst
+    x = np.concatenate([mags, dense, -dense, worst, -worst, [0.2036717703939206]])
     _, err = _ulp_error(x, np.float64)
-    assert float(err.max()) <= ULP_BOUND[np.float64]
+    assert float(err.max()) <= ULP_BOUND[np.float64]    # last x: the worst found, 2.59
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -13,7 +13,7 @@ Activation codes (kept as small integers because kernels take plain scalars):
 name      code  g(z)                     g'(z), written with a = g(z)
 ========  ====  =======================  ===========================
 tanh      0     tanh(z) (vectorised,     1 - a²
-                ≤ 2.5 ulp)
+                ≤ 2.6 ulp)
 relu      1     max(z, 0) (NaN stays)    1 if a > 0 else 0
 ========  ====  =======================  ===========================
 """
