@@ -95,6 +95,20 @@ def check_model_gradients(loss_fn, grads, params, tol=1e-6):
 
 
 @functools.cache
+def expected_on_linux_x86(distribution, off):
+    """True where ``distribution`` is one of our dependencies (Linux x86-64), is
+    installed, and ``NUMBA_RNN_BLAS`` is not one of ``off``: where it must be in use."""
+    import importlib.metadata
+    import platform
+    import sys
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return (sys.platform == "linux" and platform.machine() == "x86_64"
+            and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() not in off)
+
+
 def fresh_recurrence_ir():
     """LLVM IR of the float32 forward and backward recurrence kernels (``_forward``,
     ``_backward``), compiled fresh — Numba cannot show the IR of code loaded from its

@@ -1,9 +1,7 @@
 """MKL's packed GEMM (kernels/mkl.py): loading, the products themselves, and the
 recurrences and batched products on MKL against the NumPy reference and against a run
 without MKL."""
-import importlib.metadata
 import os
-import platform
 import subprocess
 import sys
 
@@ -15,21 +13,12 @@ from numba_rnn.kernels import cpu, mkl, openblas
 from numba_rnn.kernels.mkl import gemm, packed_product
 
 from . import reference as ref
+from .conftest import expected_on_linux_x86
 from .panels import (assert_default_cut_same_bits_any_threads, assert_cuts_agree,
                      run_layer)
 
 
-def _mkl_installed():
-    try:
-        importlib.metadata.version("mkl")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-MKL_EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64"
-                and _mkl_installed()
-                and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() not in ("openblas", "scipy"))
+MKL_EXPECTED = expected_on_linux_x86("mkl", off=("openblas", "scipy"))
 needs_mkl = pytest.mark.skipif(not mkl.load(), reason=f"MKL not in use: {mkl.status()[1]}")
 needs_packed = pytest.mark.skipif(not mkl.packed_steps(),
                                   reason=f"MKL's packed steps not in use (branch {mkl.branch()})")

@@ -1,9 +1,7 @@
 """The OpenBLAS wheel (kernels/openblas.py): loading, its product inside Numba kernels,
 which products take it, and a layer on it against the same layer on SciPy's BLAS."""
 import ctypes
-import importlib.metadata
 import os
-import platform
 import subprocess
 import sys
 
@@ -14,17 +12,10 @@ from numba import njit
 from numba_rnn.kernels import cpu, mkl, openblas
 from numba_rnn.kernels.openblas import gemm
 
-
-def _installed():
-    try:
-        importlib.metadata.version("scipy-openblas32")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
+from .conftest import expected_on_linux_x86
 
 
-EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64" and _installed()
-            and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() != "scipy")
+EXPECTED = expected_on_linux_x86("scipy-openblas32", off=("scipy",))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_wheel = pytest.mark.skipif(not openblas.load(),
                                  reason=f"OpenBLAS wheel not in use: {openblas.status()[1]}")
