@@ -147,3 +147,15 @@ def test_handover_series_tool_pairs_each_probe_with_a_recurrence_time():
     assert len(pairs) == 2
     for ns, ms in pairs:
         assert (ns is None or ns > 0) and ms > 0
+
+
+def test_blas_engines_tool_times_each_engine_and_puts_the_choice_back():
+    """tools/blas_engines.py: a train step on each engine in turn, and the engine choice
+    is the original again afterwards."""
+    from numba_rnn.kernels import cpu
+    engines = tool("blas_engines")
+    before = cpu.product_engine
+    res = engines.measure("tiny", "float64", rounds=2, engines=["scipy", *engines.available()[1:2]],
+                          steps=1, T=3)
+    assert all(len(ms) == 2 and min(ms) > 0 for ms in res.values())
+    assert cpu.product_engine is before
