@@ -16,7 +16,6 @@ from .conftest import expected_on_linux_x86
 
 
 EXPECTED = expected_on_linux_x86("scipy-openblas32", off=("scipy",))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_wheel = pytest.mark.skipif(not openblas.load(),
                                  reason=f"OpenBLAS wheel not in use: {openblas.status()[1]}")
 
@@ -123,17 +122,23 @@ def test_kept_at_one_thread_inside_our_calls():
 def test_scipys_blas_when_asked_for():
     """NUMBA_RNN_BLAS=scipy: neither MKL nor the wheel is loaded, each says why, and the
     layer products run on SciPy's BLAS (in a fresh process: loading is decided once per
-    process; the products' kernels come from the disk cache the test above filled)."""
+    process; the serial float64 products' kernels come from the disk cache the test
+    above filled)."""
     code = ("import numpy as np\n"
             "from numba_rnn.kernels import cpu, mkl, openblas\n"
             "from numba_rnn import bench\n"
-            "from tests.test_openblas import _layer_products\n"
-            "products = _layer_products(np.random.default_rng(3))\n"
+            "r = np.random.default_rng(3)\n"
+            "x, W_ax = r.standard_normal((9, 5, 7)), r.standard_normal((48, 7))\n"
+            "delta, A = r.standard_normal((2, 9, 5, 48))\n"
+            "a0 = r.standard_normal((5, 48))\n"
+            "with cpu.compute_context(False):\n"
+            "    products = (cpu.input_projection(x, W_ax, None),\n"
+            "                *cpu.layer_grads(delta, x, A, a0, W_ax, False))\n"
             "print(mkl.status(), openblas.status(), cpu.product_engine(np.float64))\n"
             "print(bench.blas_name(), all(np.isfinite(p).all() for p in products))\n")
     env = dict(os.environ, NUMBA_RNN_BLAS="scipy")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
+                         text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "(False, 'NUMBA_RNN_BLAS=scipy') (False, 'NUMBA_RNN_BLAS=scipy') scipy" \
         in res.stdout
@@ -162,7 +167,7 @@ def test_a_temporary_handed_to_gemm_lives_through_the_call():
             "    product_of_copy(a, b, out)\n"
             "    print(lib.__name__, bool((out == M).all()))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+                         timeout=300)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     lines = res.stdout.split()
     assert lines[1::2] == ["True"] * (len(lines) // 2), res.stdout
