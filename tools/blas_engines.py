@@ -9,7 +9,7 @@ round after round (default: every engine loaded here), by swapping
 :func:`numba_rnn.kernels.cpu.product_engine`; the step products are unchanged. Prints
 each engine's median ms over the rounds and, per round, its time ÷ the default engine's
 (median and range). Measured with it (2-core EPYC, 2026-11-30): float64 wheel ÷ SciPy's
-0.95–0.96 at tiny, 0.97–1.00 at stream, 0.99 at medium and large; float32 wheel ÷ MKL 0.99 at
+0.95–0.96 at tiny, 0.97–1.00 at stream, 0.97–1.01 at medium and large; float32 wheel ÷ MKL 0.99 at
 tiny and stream, 1.04 at medium.
 """
 import sys
