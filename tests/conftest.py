@@ -94,7 +94,6 @@ def check_model_gradients(loss_fn, grads, params, tol=1e-6):
         assert err <= tol, (name, err)
 
 
-@functools.cache
 def expected_on_linux_x86(distribution, off):
     """True where ``distribution`` is one of our dependencies (Linux x86-64), is
     installed, and ``NUMBA_RNN_BLAS`` is not one of ``off``: where it must be in use."""
@@ -109,6 +108,7 @@ def expected_on_linux_x86(distribution, off):
             and os.environ.get("NUMBA_RNN_BLAS", "auto").lower() not in off)
 
 
+@functools.cache
 def fresh_recurrence_ir():
     """LLVM IR of the float32 forward and backward recurrence kernels (``_forward``,
     ``_backward``), compiled fresh — Numba cannot show the IR of code loaded from its

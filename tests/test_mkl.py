@@ -10,7 +10,7 @@ import pytest
 from numba import njit
 
 from numba_rnn.kernels import cpu, mkl, openblas
-from numba_rnn.kernels.mkl import gemm, packed_product
+from numba_rnn.kernels.mkl import packed_product
 
 from . import reference as ref
 from .conftest import expected_on_linux_x86
@@ -77,11 +77,6 @@ def _packed(a, packed, out, n):
     packed_product(a, packed, out, n)
 
 
-@njit
-def _gemm(a, b, out):
-    gemm(a, b, out)
-
-
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [False, True])
@@ -104,24 +99,6 @@ def test_packed_panels_multiply_like_numpy(dtype, transposed, N, K, H, width, rn
         _packed(a, packed[p], out, hi - lo)
         np.testing.assert_allclose(out[:, :hi - lo], a @ M[:, lo:hi], rtol=tol, atol=tol)
         assert np.isnan(out[:, hi - lo:]).all()        # columns past the panel untouched
-
-
-@needs_mkl
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True),
-                                   (True, True)])
-def test_gemm_reads_c_and_f_operands(dtype, ta, tb, rng):
-    M, K, N = 9, 6, 5
-    a = rng.standard_normal((K, M)).astype(dtype).T if ta else \
-        rng.standard_normal((M, K)).astype(dtype)
-    b = rng.standard_normal((N, K)).astype(dtype).T if tb else \
-        rng.standard_normal((K, N)).astype(dtype)
-    out = np.empty((M, N), dtype=dtype)
-    _gemm(a, b, out)
-    tol = 1e-5 if dtype == np.float32 else 1e-13
-    np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol)
-    empty = np.empty((0, N), dtype=dtype)
-    _gemm(np.empty((0, K), dtype=dtype), b, empty)       # nothing to do, no call
 
 
 @needs_packed

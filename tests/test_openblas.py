@@ -1,5 +1,5 @@
-"""The OpenBLAS wheel (kernels/openblas.py): loading, its product inside Numba kernels,
-which products take it, and a layer on it against the same layer on SciPy's BLAS."""
+"""The OpenBLAS wheel (kernels/openblas.py): loading, which products take it, and a
+layer on it against the same layer on SciPy's BLAS (its ``gemm`` itself: test_cblas)."""
 import ctypes
 import os
 import subprocess
@@ -7,10 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from numba import njit
 
 from numba_rnn.kernels import cpu, mkl, openblas
-from numba_rnn.kernels.openblas import gemm
 
 from .conftest import expected_on_linux_x86
 
@@ -40,30 +38,6 @@ def test_kernels_call_the_wheel_not_scipys_copy():
     for name, ours in openblas.NAMES.items():
         want = ctypes.cast(getattr(openblas._lib, name), ctypes.c_void_p).value
         assert llvm.address_of_symbol(ours) == want, ours
-
-
-@njit
-def _gemm(a, b, out):
-    gemm(a, b, out)
-
-
-@needs_wheel
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 5, 7), (64, 1600, 32), (17, 0, 4),
-                                   (0, 3, 4)])
-def test_gemm_matches_numpy_for_each_layout(dtype, M, K, N, rng):
-    """``out = a·b`` for C- and F-contiguous operands (an F one is read transposed, as
-    the weight gradients' ``δᵀ`` is), empty dimensions included (K = 0 gives zeros)."""
-    tol = 2e-5 if dtype == np.float32 else 1e-13
-    for a_f in (False, True):
-        for b_f in (False, True):
-            a = rng.standard_normal((M, K)).astype(dtype)
-            b = rng.standard_normal((K, N)).astype(dtype)
-            a, b = (np.asfortranarray(a) if a_f else a), (np.asfortranarray(b) if b_f else b)
-            out = np.full((M, N), np.nan, dtype)
-            _gemm(a, b, out)
-            want = a.astype(np.float64) @ b.astype(np.float64)
-            np.testing.assert_allclose(out, want, rtol=tol, atol=tol * max(1, K))
 
 
 @needs_wheel
@@ -145,31 +119,3 @@ def test_scipys_blas_when_asked_for():
     assert "OpenBLAS via SciPy: float32 float64 batched products" in res.stdout
     assert res.stdout.strip().endswith("True")
 
-
-def test_a_temporary_handed_to_gemm_lives_through_the_call():
-    """``gemm(a, b.copy(), out)``: the copy's last use in Numba's IR was ``data(b)``, so
-    it was released before the BLAS read it — a 64 MiB one (beyond glibc's largest mmap
-    threshold, so unmapped on release) segfaulted. ``cblas.keep_alive`` holds it to the
-    end of the call. Both libraries' ``gemm`` (where loaded), in a fresh process: a
-    crash must not take the test run with it."""
-    code = ("import numpy as np\n"
-            "from numba import njit\n"
-            "from numba_rnn.kernels import mkl, openblas\n"
-            "libs = [m for m in (openblas, mkl) if m.load()]\n"
-            "M = 1 << 22\n"
-            "a, b = np.ones((2, M)), np.ones((M, 2))\n"
-            "for lib in libs:\n"
-            "    gemm = lib.gemm\n"
-            "    @njit\n"
-            "    def product_of_copy(a, b, out):\n"
-            "        gemm(a, b.copy(), out)\n"
-            "    out = np.zeros((2, 2))\n"
-            "    product_of_copy(a, b, out)\n"
-            "    print(lib.__name__, bool((out == M).all()))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
-    lines = res.stdout.split()
-    assert lines[1::2] == ["True"] * (len(lines) // 2), res.stdout
-    if openblas.load():
-        assert "numba_rnn.kernels.openblas" in lines
