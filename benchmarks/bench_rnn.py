@@ -99,7 +99,8 @@ class Ratios:
         return self._row(rows, shape, dtype, op)["floor_fraction"]
 
     def track_handover_ns(self, rows, shape, dtype, op):
-        """The core-to-core round trip measured before the shape's timings
+        """The core-to-core round trip while the row was timed, the median of the
+        readings taken after each pair of timed calls
         (:func:`numba_rnn.bench.handover_ns`): the single-sequence (stream) ratios
         tend to follow it (a hint: the VM's placement can change within a second)."""
         value = self._row(rows, shape, dtype, op)["handover_ns"]

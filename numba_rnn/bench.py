@@ -141,16 +141,17 @@ def _timed(f):
     return (time.perf_counter() - t0) * 1e3
 
 
-def _median_alternating(fns, repeats):
+def _median_alternating(fns, repeats, probe=None):
     """Time ``fns["ours"]`` against each other function in turn, alternating the two
     ``repeats`` times (each timed call after a pause and untimed calls, see
-    :func:`_timed`).
+    :func:`_timed`); ``probe``, when given, is called after each pair of timed calls
+    (before the next pause) and what it returns, other than None, is kept.
 
     Returns medians in ms: ``<peer>`` for each peer, ``ours_<peer>`` for ours within
     that pairing and ``ours`` over all its timings, and ``ratio_<peer>`` =
-    ``ours_<peer> / <peer>``.
+    ``ours_<peer> / <peer>``; with a ``probe``, also ``probes``, its readings in order.
     """
-    ours, res, all_ours = fns["ours"], {}, []
+    ours, res, all_ours, probes = fns["ours"], {}, [], []
     for k, f in fns.items():
         if k == "ours":
             continue
@@ -158,11 +159,15 @@ def _median_alternating(fns, repeats):
         for _ in range(repeats):
             a.append(_timed(ours))
             b.append(_timed(f))
+            if probe is not None and (reading := probe()) is not None:
+                probes.append(reading)
         res[k] = float(np.median(b))
         res["ours_" + k] = float(np.median(a))
         res["ratio_" + k] = res["ours_" + k] / res[k]
         all_ours += a
     res["ours"] = float(np.median(all_ours))
+    if probe is not None:
+        res["probes"] = probes
     return res
 
 
@@ -254,7 +259,10 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
         if op == OPS[0] and device == "cpu":
             handover = handover_ns()      # after torch has set up its threads: before it,
                                           # torch ran 10-20x slower in this process
-        ms = _median_alternating(fns, repeats)
+        probe = None if handover is None else \
+            (lambda: handover_ns(PROBE_ROUNDS, PROBE_REPEATS))
+        ms = _median_alternating(fns, repeats, probe)
+        readings = ms.get("probes") or ([] if handover is None else [handover])
         peers = {k: v for k, v in ms.items() if k in ("numpy", "torch")}
         best = min(peers, key=peers.get)
         rows.append({
@@ -267,7 +275,9 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
             "ratio_torch": ms.get("ratio_torch"),
             "gflops": flops(shape, op) / ms["ours_" + best] / 1e6,
             "floor_fraction": 1.0 / ms["ratio_floor"],
-            "handover_ns": handover,
+            "handover_ns": float(np.median(readings)) if readings else None,
+            "handover_ns_min": min(readings) if readings else None,
+            "handover_ns_max": max(readings) if readings else None,
         })
     return rows
 
@@ -276,20 +286,25 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
 #: a side whose partner never runs gives up (:func:`~.kernels.atomics.ping_pong`).
 HANDOVER_ROUNDS, HANDOVER_REPEATS, HANDOVER_PATIENCE = 4000, 5, 1 << 24
 
+#: The shorter probe taken after each pair of timed calls (rounds, measurements): ~1 ms
+#: at 400 ns a round trip, inside the pause that precedes the next timed call.
+PROBE_ROUNDS, PROBE_REPEATS = 1000, 1
 
-def handover_ns():
+
+def handover_ns(rounds=HANDOVER_ROUNDS, repeats=HANDOVER_REPEATS):
     """The round trip, in ns, of a counter passed between two of Numba's threads, each
-    bound to its own core as in our parallel calls (median of
-    :data:`HANDOVER_REPEATS` runs of :data:`HANDOVER_ROUNDS`, after one untimed); None
-    with fewer than two threads or cores.
+    bound to its own core as in our parallel calls (median of ``repeats`` runs of
+    ``rounds``, after one untimed); None with fewer than two threads or cores.
 
     A single sequence's recurrence hands every step over between the cores (shared
     panels, :mod:`.kernels.cpu`), so its speed depends on this latency — which on a VM
     moves with where the host puts the virtual CPUs: 55–70, 90–115 or 270–870 ns a few
     seconds apart on the 2-core EPYC, the stream float32 forward recurrence mostly at
     2.1–2.7 ms after ~100 ns and 2.9–6.1 ms after 340–870 ns (2026-11-30; a hint, not a
-    verdict: the placement can change within the second after). The bench records it
-    for each shape, after the peers' first calls.
+    verdict: the placement can change within the second after). The bench measures it
+    once for each shape, after the peers' first calls, and then (:data:`PROBE_ROUNDS`)
+    after every pair of timed calls: each row reports the median and the range of the
+    readings taken while it was timed.
 
     It loads MKL first (where installed), as a model's first call does, and the bench
     calls it after the peers' first calls. The order matters where torch shares the
@@ -309,14 +324,14 @@ def handover_ns():
     mkl.load()                          # as a model's first call would (see above)
     times = []
     with cpu.compute_context(True):
-        for _ in range(HANDOVER_REPEATS + 1):
+        for _ in range(repeats + 1):
             sync = np.zeros(16, dtype=np.int64)
             t0 = time.perf_counter()
-            ping_pong(sync, HANDOVER_ROUNDS, HANDOVER_PATIENCE)
+            ping_pong(sync, rounds, HANDOVER_PATIENCE)
             times.append(time.perf_counter() - t0)
             if sync[8]:
                 return None
-    return 1e9 * float(np.median(times[1:])) / HANDOVER_ROUNDS
+    return 1e9 * float(np.median(times[1:])) / rounds
 
 
 def machine_info():
@@ -369,20 +384,33 @@ def _cpu_name():
 
 
 def table(rows):
-    """A Markdown table of the results; "hand-over ns" is :func:`handover_ns` measured
-    before the shape's timings (— with one core or thread)."""
+    """A Markdown table of the results; "hand-over ns" is :func:`handover_ns` while the
+    row was timed: the median of the readings and, where there were several, their
+    range (— with one core or thread)."""
     head = ("| shape | dtype | op | ours ms | NumPy ms | torch ms | ours/best peer | "
             "GEMM floor ms | floor/ours | GFLOP/s | hand-over ns |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
         torch_ms = f"{r['torch_ms']:.3g}" if r["torch_ms"] is not None else "—"
-        handover = r.get("handover_ns")
-        handover = f"{handover:.0f}" if handover is not None else "—"
+        handover = _handover_cell(r)
         lines.append(f"| {r['shape']} | {r['dtype']} | {r['op']} | {r['ours_ms']:.3g} | "
                      f"{r['numpy_ms']:.3g} | {torch_ms} | {r['ratio_best_peer']:.2f} "
                      f"({r['best_peer']}) | {r['floor_ms']:.3g} | {r['floor_fraction']:.2f} | "
                      f"{r['gflops']:.1f} | {handover} |")
     return "\n".join(lines)
+
+
+def _handover_cell(row):
+    """The table's hand-over cell: the median of a row's readings and their range,
+    ``412 (88–530)``; the median alone when they round alike or the row has no range;
+    "—" when there are none."""
+    mid = row.get("handover_ns")
+    if mid is None:
+        return "—"
+    lo, hi = row.get("handover_ns_min"), row.get("handover_ns_max")
+    if lo is None or hi is None or round(lo) == round(hi):
+        return f"{mid:.0f}"
+    return f"{mid:.0f} ({lo:.0f}–{hi:.0f})"
 
 
 def bar_chart(rows, path, targets=None, key="ratio_best_peer"):

@@ -45,7 +45,8 @@ def test_bench_cli_json_and_table(tmp_path, capsys):
         assert r["ratio_numpy"] > 0 and 0 < r["floor_fraction"]
         assert r["ratio_best_peer"] == r["ratio_" + r["best_peer"]]
         assert r["ratio_best_peer"] == r["ours_ms"] / r[r["best_peer"] + "_ms"]
-        assert r["handover_ns"] is None or r["handover_ns"] > 0
+        assert r["handover_ns"] is None or \
+            0 < r["handover_ns_min"] <= r["handover_ns"] <= r["handover_ns_max"]
     assert res["machine"]["numba"]
     assert main(["bench", "--shapes", "tiny", "--dtype", "float64", "--repeats", "1",
                  "--out", str(chart)]) == 0
@@ -102,6 +103,35 @@ def test_alternating_timer_pairs_ours_with_each_peer(monkeypatch):
     assert calls == {"ours": 2 * 3 * 2, "a": 3 * 2, "b": 3 * 2}
     assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b"}
     assert all(v > 0 for v in res.values())
+
+
+def test_alternating_timer_probes_after_each_pair(monkeypatch):
+    """A probe runs once after each pair of timed calls, not between ours and the
+    peer; its readings come back in order, those of None left out."""
+    monkeypatch.setattr(bench, "QUIET_S", 0)
+    monkeypatch.setattr(bench, "WARM_S", 0)
+    log, readings = [], iter([5.0, None, 7.0, 9.0])
+
+    def probe():
+        log.append("probe")
+        return next(readings)
+    fns = {"ours": lambda: log.append("ours"), "a": lambda: log.append("a"),
+           "b": lambda: log.append("b")}
+    res = bench._median_alternating(fns, 2, probe)
+    assert res["probes"] == [5.0, 7.0, 9.0]
+    pairs = [log[i:i + 5] for i in range(0, len(log), 5)]      # ours ×2, peer ×2, probe
+    assert [p[-1] for p in pairs] == ["probe"] * 4
+    assert [p[:4] for p in pairs] == [["ours"] * 2 + ["a"] * 2] * 2 + \
+        [["ours"] * 2 + ["b"] * 2] * 2
+
+
+def test_handover_cell_shows_the_median_and_range():
+    row = {"handover_ns": 412.3, "handover_ns_min": 88.4, "handover_ns_max": 530.0}
+    assert bench._handover_cell(row) == "412 (88–530)"
+    assert bench._handover_cell(dict(row, handover_ns_min=412.2, handover_ns_max=412.4)) \
+        == "412"
+    assert bench._handover_cell({"handover_ns": 70.0}) == "70"
+    assert bench._handover_cell({"handover_ns": None}) == "—"
 
 
 def test_timed_call_comes_after_the_pause_and_a_warm_up(monkeypatch):
