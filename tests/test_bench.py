@@ -172,11 +172,13 @@ def test_step_parts_tool_times_the_four_kernel_calls_and_puts_them_back():
     assert {name: getattr(cpu, name) for name in parts.PARTS} == before
 
 
-def test_handover_series_tool_pairs_each_probe_with_a_recurrence_time():
-    pairs = tool("handover_series").series(rounds=2, H=32, T=20, calls=2, pause=0)
-    assert len(pairs) == 2
-    for ns, ms in pairs:
-        assert (ns is None or ns > 0) and ms > 0
+def test_handover_series_tool_pairs_each_probe_with_the_recurrence_times():
+    series = tool("handover_series")
+    rows = series.series(rounds=2, H=32, T=20, calls=2, pause=0)
+    assert len(rows) == 2
+    for row in rows:
+        assert set(row) == {"ns", *series.RUNS}
+        assert (row["ns"] is None or row["ns"] > 0) and all(row[k] > 0 for k in series.RUNS)
 
 
 def test_blas_engines_tool_times_each_engine_and_puts_the_choice_back():
