@@ -15,7 +15,8 @@ pairing.
 - :func:`gemm_floor`: the same matrix products issued back-to-back through the BLAS
   our kernels call (MKL's ``?gemm`` where it is loaded, else OpenBLAS) — what the
   recurrence cannot beat without changing the math, short of packing the weights once
-  (which our recurrences do with MKL, so at large shapes they can pass it).
+  (which our recurrences do, into register tiles or MKL's packed format, so at large
+  shapes they can pass it).
 - torch: ``torch.nn.RNN`` (CPU), when installed; skipped otherwise.
 """
 import json
@@ -369,7 +370,9 @@ def blas_name():
     batched = "batched products too" if not rest else \
         f"batched products: {' '.join(d for d in engines if d not in rest) or 'none'}" \
         f" (MKL branch {mkl.branch()})"
-    return f"MKL {mkl.version()} (packed steps; {batched})" + (f" · {others}" if rest else "")
+    steps = "packed steps" if mkl.specific_path() else \
+        f"packed steps for W_aa > {cpu.TILE_MAX_WEIGHT_BYTES >> 20} MiB"
+    return f"MKL {mkl.version()} ({steps}; {batched})" + (f" · {others}" if rest else "")
 
 
 def _cpu_name():

@@ -80,14 +80,15 @@ def test_recurrence_and_batched_products_match_reference(reverse, nonlinearity, 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,H", [(12, 40), (16, 64), (64, 256), (1, 256), (7, 128), (5, 40),
-                                 (4, 1024)])
+                                 (4, 1024), (64, 1024)])
 def test_default_cut_bitwise_equal_serial_or_parallel_any_thread_count(dtype, N, H, rng):
     """The cut of a layer depends on its shape alone, so serial, parallel and
     ``parallel=None`` on 1 or 2 threads make the same products: states, δ, dh0 and
     the norms are the same bits (padding included) on whatever the default picks
     (register tiles at these shapes; MKL's packed steps: tests/test_mkl.py).
-    Shapes: two row blocks (12, 16, 64), two shared panels (1, 7; 4 at H = 1024, which
-    splits but is not cut in rows), neither (5)."""
+    Shapes: two row blocks (12, 16, 64), two shared panels (1, 7; 4 and 64 at H = 1024,
+    which split but are not cut in rows: 64 is the large bench shape, on register tiles
+    where MKL is on its compatible path), neither (5)."""
     T = 9
     U = rng.standard_normal((T, N, H)).astype(dtype)
     W = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)

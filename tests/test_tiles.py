@@ -106,10 +106,20 @@ def test_small_layers_take_tiles_and_big_ones_do_not(monkeypatch):
     assert cpu._packed(stream, 128, 1).ndim == 4                    # one row, four tiles
     monkeypatch.setattr(cpu.mkl, "gemv_steps", lambda: True)        # MKL's GEMV steps
     assert cpu._packed(stream, 128, 1).dtype == np.uint8
-    big = np.ones((1024, 1024), np.float32)
+    big = np.ones((1024, 1024), np.float32)                         # 2^25 > TILE_MAX_MACS
+    huge = np.ones((2048, 2048), np.float32)                        # 16 MB of W_aa
     if cpu.mkl.packed_steps():                  # MKL is in use (tests/test_mkl.py says where)
-        assert cpu._packed(big, 512, 64, 64).dtype == np.uint8     # 2^25 > TILE_MAX_MACS
+        for branch in (cpu.mkl.COMPATIBLE_BRANCH, 10):
+            monkeypatch.setattr(cpu.mkl, "branch", lambda branch=branch: branch)
+            on_mkl = branch != cpu.mkl.COMPATIBLE_BRANCH            # AMD: tiles up to 8 MB
+            assert (cpu._packed(big, 512, 64, 64).dtype == np.uint8) == on_mkl
+            assert (cpu._packed(big.astype(np.float64), 512, 64, 64).dtype == np.uint8) \
+                == on_mkl                                            # 8 MB: still tiles
+            assert cpu._packed(huge, 1024, 64, 64).dtype == np.uint8
+            assert cpu._packed(big, 16, 64, 64).ndim == 4             # 2^20: tiles anywhere
+        monkeypatch.undo()
     monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)                   # every step above it:
+    monkeypatch.setattr(cpu, "TILE_MAX_WEIGHT_BYTES", 0)
     monkeypatch.setattr(cpu.mkl, "gemv_steps", lambda: False)
     assert cpu._packed(stream, 128, 1).ndim == 4                   # one row still tiles
     monkeypatch.setattr(cpu.mkl, "packed_steps", lambda: False)    # no MKL: tiles at any size

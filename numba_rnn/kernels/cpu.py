@@ -19,7 +19,7 @@ below N·H·H = 2^18 on one core. The tiny shape's forward recurrence takes 0.27
 two row blocks, 0.40 ms serially and 0.80 ms in per-step panels.) Within a block the
 step product can still be cut into hidden-unit **panels** (contiguous ranges of
 :data:`PANEL_ALIGN`-multiple width, one product each: register tiles, :mod:`.tiles`,
-or MKL's packed GEMM for a big step where MKL is in use, :data:`TILE_MAX_MACS`). A
+or MKL's packed GEMM for a big step where MKL is in use, :func:`mkl_packed_steps`). A
 batch that does not split into blocks (a single sequence) is cut into
 :data:`SHARED_PANELS` panels, which the threads share step by step
 (:func:`_forward_panels`, :func:`_backward_panels`: tasks handed over through atomic
@@ -583,34 +583,66 @@ def _panel_width(H, panels):
     return -(-width // PANEL_ALIGN) * PANEL_ALIGN
 
 
-#: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to which a batch
-#: multiplies with register tiles (:mod:`.tiles`) where MKL's packed GEMM is in use; above it,
-#: MKL's. Per product, tile ÷ the faster of MKL's packed GEMM and OpenBLAS (2-core EPYC, one core,
-#: f32 / f64): 4×128·128 0.38 / 0.31, 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 /
-#: 0.84, 8×1024·512 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. Without MKL every
-#: step product is a tile product: tile ÷ OpenBLAS (GEMM for a batch, GEMV for one row, on panels
-#: packed for it; one core, µs per product, f32 / f64) 1×256·128 1.57 vs 1.77 / 3.27 vs 3.71,
-#: 1×4096·2048 1027 vs 1285 / 2670 vs 3266, 32×1024·512 482 vs 792 / 919 vs 1241, 64×1024·1024 1939
-#: vs 2499 / 3520 vs 4162, 128×1024·1024 3810 vs 4382 / 7583 vs 8129 — faster at every size
-#: measured, so OpenBLAS no longer multiplies the steps (its panels were a third specialisation of
-#: every recurrence kernel to compile). The stream recurrence (H = 256, f64, 2 threads sharing the
-#: steps) went from 5.7 / 6.2 ms (fwd / bwd) on OpenBLAS's GEMV to 4.6 / 5.0 on tiles.
+#: Multiply-adds of a step product (N·H·width: the whole batch times one panel) up to which a
+#: batch multiplies with register tiles (:mod:`.tiles`) where MKL's packed GEMM is in use; above
+#: it, MKL's (on MKL's compatible code path only beyond :data:`TILE_MAX_WEIGHT_BYTES`). Per
+#: product, tile ÷ the faster of MKL's packed GEMM and OpenBLAS (2-core EPYC, one core, f32 /
+#: f64): 4×128·128 0.38 / 0.31, 8×64·64 0.52 / 0.53, 16×256·256 0.78 / 0.69, 32×256·256 0.89 /
+#: 0.84, 8×1024·512 0.53 / 0.56, 32×512·512 0.86 / 1.07, 32×1024·512 0.93 / 1.19. Without MKL
+#: every step product is a tile product: tile ÷ OpenBLAS (GEMM for a batch, GEMV for one row, on
+#: panels packed for it; one core, µs per product, f32 / f64) 1×256·128 1.57 vs 1.77 / 3.27 vs
+#: 3.71, 1×4096·2048 1027 vs 1285 / 2670 vs 3266, 32×1024·512 482 vs 792 / 919 vs 1241,
+#: 64×1024·1024 1939 vs 2499 / 3520 vs 4162, 128×1024·1024 3810 vs 4382 / 7583 vs 8129 — faster
+#: at every size measured, so OpenBLAS no longer multiplies the steps (its panels were a third
+#: specialisation of every recurrence kernel to compile). The stream recurrence (H = 256, f64, 2
+#: threads sharing the steps) went from 5.7 / 6.2 ms (fwd / bwd) on OpenBLAS's GEMV to 4.6 / 5.0
+#: on tiles.
 TILE_MAX_MACS = 1 << 22
+
+#: On MKL's compatible code path (:data:`~.mkl.COMPATIBLE_BRANCH`, AMD's CPUs) the steps
+#: multiply with tiles at any size while W_aa takes at most this many bytes (it then stays
+#: in the L3 cache, which the tile product re-reads for every four rows). The whole
+#: recurrence in the default cut, interleaved in one process, MKL's packed GEMM against
+#: tiles, ms fwd / bwd (2-core EPYC, 2026-11-30, ``numba-rnn``'s own calls; earlier
+#: per-product timings above had MKL ahead at 32×1024·512 in f64, the whole
+#: recurrence does not): N=64 H=1024 T=50 (the large shape) f32 64.8 / 70.3 against
+#: 55.5 / 61.5, f64 158.8 / 158.1 against 111.1 / 128.4; N=32 H=1024 f32 37.9 / 40.5
+#: against 33.8 / 37.5, f64 87.3 / 89.8 against 50.8 / 54.4; N=16 H=1024 f64 44.0 /
+#: 54.0 against 29.2 / 35.1; N=128 H=1024 T=20 f32 42.8 / 43.2 against 42.7 / 42.8, f64
+#: 118.6 / 119.8 against 101.1 / 109.4; N=64 H=512 f32 16.8 / 17.1 against 13.3 / 14.2,
+#: f64 38.8 / 40.3 against 33.2 / 31.8. Beyond it MKL: N=64 H=2048 T=10 (16 and 32 MB)
+#: f32 59.2 / 54.3 against 75.3 / 71.0, f64 129.6 / 129.8 against 205.3 / 226.7 —
+#: though N=8 H=2048 T=20 was faster on tiles (f32 21.7 / 28.1 against 40.9 / 37.9,
+#: f64 61.5 / 74.5 against 106.3 / 99.8), a batch that re-reads W_aa fewer times. On
+#: MKL's CPU-specific paths (the Xeon, AVX-512) its packed GEMM was the faster above
+#: :data:`TILE_MAX_MACS` (:mod:`.mkl`) and takes those steps at any W_aa.
+TILE_MAX_WEIGHT_BYTES = 8 << 20
+
+
+def mkl_packed_steps(N, M, width):
+    """Whether the step products ``a·M[:, panel]`` (``width`` units a panel) of a layer
+    of batch N multiply with MKL's packed GEMM: N > 1, MKL in use
+    (:func:`mkl.packed_steps`), N·K·width > :data:`TILE_MAX_MACS` and, on MKL's
+    compatible code path, M larger than :data:`TILE_MAX_WEIGHT_BYTES`; else register
+    tiles. Decided by the shape, the dtype and the MKL in use alone — never by the row
+    blocks or the threads — so serial and parallel runs multiply alike."""
+    if N == 1 or N * M.shape[0] * width <= TILE_MAX_MACS or not mkl.packed_steps():
+        return False
+    return mkl.specific_path() or M.nbytes > TILE_MAX_WEIGHT_BYTES
 
 
 def _packed(M, width, N, rows=None):
     """M's column panels for the step products ``a·M`` of ``rows`` rows (default N)
     in a layer of batch ``N`` — for MKL's matrix-vector product when N = 1 and it is in
     use (:func:`mkl.gemv_steps`: the Xeon); for MKL's packed product
-    (:func:`mkl.pack_panels`) when it is in use (:func:`mkl.packed_steps`), N > 1 and
-    N·H·width > :data:`TILE_MAX_MACS`; else register tiles (:func:`~.tiles.pack_tiles`,
-    in this thread's scratch; ``width`` is a multiple of :data:`PANEL_ALIGN`, so of a
-    tile's columns). Which product depends on N only, never on the row blocks, so
-    serial and parallel runs multiply alike."""
+    (:func:`mkl.pack_panels`) where :func:`mkl_packed_steps` says so; else register
+    tiles (:func:`~.tiles.pack_tiles`, in this thread's scratch; ``width`` is a multiple
+    of :data:`PANEL_ALIGN`, so of a tile's columns). Which product depends on N only,
+    never on the row blocks, so serial and parallel runs multiply alike."""
     rows = N if rows is None else rows
     if N == 1 and mkl.gemv_steps():
         return _gemv_panels(M, width)
-    if N > 1 and N * M.shape[0] * width > TILE_MAX_MACS and mkl.packed_steps():
+    if mkl_packed_steps(N, M, width):
         return mkl.pack_panels(M, width, rows, reuse=True)   # used within the call only
     nc = tile_columns(M.dtype)
     return pack_tiles(M, width, _scratch(
