@@ -600,30 +600,30 @@ def _panel_width(H, panels):
 TILE_MAX_MACS = 1 << 22
 
 #: On MKL's compatible code path (:data:`~.mkl.COMPATIBLE_BRANCH`, AMD's CPUs) the steps
-#: multiply with tiles at any size while W_aa takes at most this many bytes (it then stays
-#: in the L3 cache, which the tile product re-reads for every four rows). The whole
-#: recurrence in the default cut, interleaved in one process, MKL's packed GEMM against
-#: tiles, ms fwd / bwd (2-core EPYC, 2026-11-30, ``numba-rnn``'s own calls; earlier
-#: per-product timings above had MKL ahead at 32×1024·512 in f64, the whole
-#: recurrence does not): N=64 H=1024 T=50 (the large shape) f32 64.8 / 70.3 against
-#: 55.5 / 61.5, f64 158.8 / 158.1 against 111.1 / 128.4; N=32 H=1024 f32 37.9 / 40.5
-#: against 33.8 / 37.5, f64 87.3 / 89.8 against 50.8 / 54.4; N=16 H=1024 f64 44.0 /
-#: 54.0 against 29.2 / 35.1; N=128 H=1024 T=20 f32 42.8 / 43.2 against 42.7 / 42.8, f64
-#: 118.6 / 119.8 against 101.1 / 109.4; N=64 H=512 f32 16.8 / 17.1 against 13.3 / 14.2,
-#: f64 38.8 / 40.3 against 33.2 / 31.8. Beyond it MKL: N=64 H=2048 T=10 (16 and 32 MB)
-#: f32 59.2 / 54.3 against 75.3 / 71.0, f64 129.6 / 129.8 against 205.3 / 226.7 —
-#: though N=8 H=2048 T=20 was faster on tiles (f32 21.7 / 28.1 against 40.9 / 37.9,
-#: f64 61.5 / 74.5 against 106.3 / 99.8), a batch that re-reads W_aa fewer times. On
-#: MKL's CPU-specific paths (the Xeon, AVX-512) its packed GEMM was the faster above
-#: :data:`TILE_MAX_MACS` (:mod:`.mkl`) and takes those steps at any W_aa.
+#: multiply with tiles at any size while W_aa takes at most this many bytes (it then stays in
+#: the L3 cache, which the tile product re-reads for every four rows). The whole recurrence in
+#: the default cut (:func:`recurrence_forward` and :func:`recurrence_backward` under
+#: :class:`compute_context`, 2 threads), interleaved in one process, MKL's packed GEMM against
+#: tiles, ms fwd / bwd (2-core EPYC, 2026-11-30; the per-product timings above had MKL ahead at
+#: 32×1024·512 in f64, the whole recurrence did not): N=64 H=1024 T=50 (the large shape) f32
+#: 64.8 / 70.3 against 55.5 / 61.5, f64 158.8 / 158.1 against 111.1 / 128.4; N=32 H=1024 f32
+#: 37.9 / 40.5 against 33.8 / 37.5, f64 87.3 / 89.8 against 50.8 / 54.4; N=16 H=1024 f64 44.0 /
+#: 54.0 against 29.2 / 35.1; N=128 H=1024 T=20 f32 42.8 / 43.2 against 42.7 / 42.8, f64 118.6 /
+#: 119.8 against 101.1 / 109.4; N=64 H=512 f32 16.8 / 17.1 against 13.3 / 14.2, f64 38.8 / 40.3
+#: against 33.2 / 31.8. Beyond it MKL: N=64 H=2048 T=10 (16 and 32 MB) f32 59.2 / 54.3 against
+#: 75.3 / 71.0, f64 129.6 / 129.8 against 205.3 / 226.7 — though N=8 H=2048 T=20 was faster on
+#: tiles (f32 21.7 / 28.1 against 40.9 / 37.9, f64 61.5 / 74.5 against 106.3 / 99.8), a batch
+#: that re-reads W_aa fewer times. On MKL's CPU-specific paths (the Xeon, AVX-512) its packed
+#: GEMM was the faster above :data:`TILE_MAX_MACS` (:mod:`.mkl`) and takes those steps at any
+#: W_aa.
 TILE_MAX_WEIGHT_BYTES = 8 << 20
 
 
 def mkl_packed_steps(N, M, width):
     """Whether the step products ``a·M[:, panel]`` (``width`` units a panel) of a layer
     of batch N multiply with MKL's packed GEMM: N > 1, MKL in use
-    (:func:`mkl.packed_steps`), N·K·width > :data:`TILE_MAX_MACS` and, on MKL's
-    compatible code path, M larger than :data:`TILE_MAX_WEIGHT_BYTES`; else register
+    (:func:`mkl.packed_steps`), N·K·width > :data:`TILE_MAX_MACS` (M is (K, H)) and, on
+    MKL's compatible code path, M over :data:`TILE_MAX_WEIGHT_BYTES` bytes; else register
     tiles. Decided by the shape, the dtype and the MKL in use alone — never by the row
     blocks or the threads — so serial and parallel runs multiply alike."""
     if N == 1 or N * M.shape[0] * width <= TILE_MAX_MACS or not mkl.packed_steps():
