@@ -86,7 +86,9 @@ def gemm_floor(x, W_ax, W_aa, op, parallel=None):
     through the BLAS our kernels call — MKL where it is loaded (:mod:`.kernels.mkl`),
     else OpenBLAS (:func:`~numba_rnn.kernels.cpu.product_engine`) — in the same row
     blocks on the same threads (``parallel``: as
-    :func:`~numba_rnn.kernels.cpu.resolve_parallel`)."""
+    :func:`~numba_rnn.kernels.cpu.resolve_parallel`); through the BLAS even where our
+    kernels multiply with register tiles (small step products, and the batched ones of
+    a small operand, :func:`~numba_rnn.kernels.cpu._row_tiles`)."""
     from .kernels import cpu
     T, N, D = x.shape
     H = W_aa.shape[0]
@@ -94,18 +96,18 @@ def gemm_floor(x, W_ax, W_aa, op, parallel=None):
     x2 = x.reshape(T * N, D)
     a = np.zeros((N, H), dtype=x.dtype)
     with cpu.compute_context(par):
-        U = cpu._matmul(x2, W_ax.T, None, par)
+        U = cpu._matmul(x2, W_ax.T, None, par, tiles=False)
         for _ in range(T):
-            a = cpu._matmul(a, W_aa, None, par)
+            a = cpu._matmul(a, W_aa, None, par, tiles=False)
         if op == "forward":
             return U
         U2 = U.reshape(T, N, H)
         for t in range(T):
-            a = cpu._matmul(U2[t], W_aa, None, par)
+            a = cpu._matmul(U2[t], W_aa, None, par, tiles=False)
         for _ in range(T):
-            a = cpu._matmul(a, W_aa, None, par)
-        return cpu._matmul_tn(U, U, par), cpu._matmul_tn(U, x2, par), cpu._matmul(U, W_ax,
-                                                                               None, par)
+            a = cpu._matmul(a, W_aa, None, par, tiles=False)
+        return cpu._matmul_tn(U, U, par), cpu._matmul_tn(U, x2, par), \
+            cpu._matmul(U, W_ax, None, par, tiles=False)
 
 
 #: Seconds to sleep before each measured pair of calls, so that the thread pools of

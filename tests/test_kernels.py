@@ -191,6 +191,40 @@ def test_layer_grads_are_weight_grads_and_input_grad(dtype, parallel, reverse):
                 np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_products_take_tiles_for_a_small_operand_and_the_blas_otherwise(dtype,
+                                                                                monkeypatch):
+    """``a·b (+ bias)`` multiplies with register tiles when b is at most
+    TILE_OPERAND_MAX_BYTES and its width a multiple of a tile's columns, else with the
+    BLAS; either way the product of NumPy, the same bits serial and parallel, and the
+    same whatever ``a``'s memory layout. The sums over rows never take tiles."""
+    rng = np.random.default_rng(5)
+    nc = cpu.tiles.tile_columns(dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for M, K, H, tiled in ((37, 32, 64, True), (3, 5, 2 * nc, True), (37, 32, 60, False),
+                           (1, 7, nc, True)):
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, H)).astype(dtype)
+        bias = rng.standard_normal(H).astype(dtype)
+        assert (cpu._row_tiles(b, "test").shape[0] > 0) == tiled
+        outs = []
+        for parallel in (False, True):
+            with cpu.compute_context(parallel):
+                outs += [cpu._matmul(a, b, bias, parallel), cpu._matmul(a, b, None, parallel),
+                         cpu._matmul(np.asfortranarray(a), b.T.copy().T, bias, parallel)]
+        for got in outs[::3] + outs[2::3]:
+            np.testing.assert_allclose(got, a @ b + bias, rtol=tol, atol=tol)
+        np.testing.assert_allclose(outs[1], a @ b, rtol=tol, atol=tol)
+        for x, y in zip(outs[:3], outs[3:], strict=True):
+            np.testing.assert_array_equal(x, y)                     # serial = parallel
+        np.testing.assert_array_equal(outs[0], outs[2])             # any layout of a
+    big = np.ones((1024, 64), dtype)                                 # 256 / 512 KB
+    assert (cpu._row_tiles(big, "test").shape[0] > 0) == (big.nbytes <= 256 << 10)
+    monkeypatch.setattr(cpu, "TILE_OPERAND_MAX_BYTES", 0)
+    assert cpu._row_tiles(b, "test").shape[0] == 0
+    np.testing.assert_allclose(cpu._matmul(a, b, bias), a @ b + bias, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_single_step_dW_aa_keeps_nonfinite_delta_with_zero_state(reverse):
     """At T = 1, dW_aa = δ<0>ᵀ·a0 alone: with a zero a0 the term is still computed, so

@@ -27,10 +27,12 @@ needs_packed = pytest.mark.skipif(not mkl.packed_steps(),
 @pytest.fixture(autouse=True)
 def _no_tiles(monkeypatch):
     """These tests are about MKL's step products: register tiles (which take the small
-    steps by default, kernels/tiles.py) stay out of them — every step of N > 1 goes to
-    MKL's packed GEMM where it is in use, on any of its code paths."""
+    steps and the batched products of a small operand by default, kernels/tiles.py)
+    stay out of them — every step of N > 1 goes to MKL's packed GEMM where it is in use,
+    on any of its code paths, and every batched product to its BLAS."""
     monkeypatch.setattr(cpu, "TILE_MAX_MACS", 0)
     monkeypatch.setattr(cpu, "TILE_MAX_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(cpu, "TILE_OPERAND_MAX_BYTES", 0)     # batched products: MKL's too
 
 
 def test_mkl_is_used_where_it_is_a_dependency():

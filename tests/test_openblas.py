@@ -70,6 +70,7 @@ def test_layer_products_agree_with_scipys_blas(monkeypatch):
     (Serial and parallel runs on the wheel give the same bits: test_kernels' bitwise
     tests, whose float64 products run on it wherever MKL does not take them; float32
     on it against MKL: test_mkl.)"""
+    monkeypatch.setattr(cpu, "TILE_OPERAND_MAX_BYTES", 0)     # every product on a BLAS
     monkeypatch.setattr(cpu, "product_engine", lambda d: "openblas")
     on_wheel = _layer_products(np.random.default_rng(3))
     monkeypatch.setattr(cpu, "product_engine", lambda d: "scipy")
