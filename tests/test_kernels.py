@@ -197,7 +197,7 @@ def test_batched_products_take_tiles_for_a_small_operand_and_the_blas_otherwise(
     """``a·b (+ bias)`` multiplies with register tiles when b is at most
     TILE_OPERAND_MAX_BYTES and its width a multiple of a tile's columns, else with the
     BLAS; either way the product of NumPy, the same bits serial and parallel, and the
-    same whatever ``a``'s memory layout. The sums over rows never take tiles."""
+    same whatever ``a``'s memory layout, read-only included."""
     rng = np.random.default_rng(5)
     nc = cpu.tiles.tile_columns(dtype)
     tol = 2e-5 if dtype == np.float32 else 1e-12
@@ -218,6 +218,9 @@ def test_batched_products_take_tiles_for_a_small_operand_and_the_blas_otherwise(
         for x, y in zip(outs[:3], outs[3:], strict=True):
             np.testing.assert_array_equal(x, y)                     # serial = parallel
         np.testing.assert_array_equal(outs[0], outs[2])             # any layout of a
+        ro = a.copy()
+        ro.flags.writeable = False                                   # a read-only a too
+        np.testing.assert_array_equal(cpu._matmul(ro, b, bias), outs[0])
     big = np.ones((1024, 64), dtype)                                 # 256 / 512 KB
     assert (cpu._row_tiles(big, "test").shape[0] > 0) == (big.nbytes <= 256 << 10)
     monkeypatch.setattr(cpu, "TILE_OPERAND_MAX_BYTES", 0)

@@ -5,7 +5,8 @@ Shapes (time-major): T time steps, N batch, D input size, H hidden size.
 Only the recurrences are sequential in time. Each is **one compiled call for the
 whole sequence**: no Python runs per time step. Everything else (the input
 projection and the weight, bias and input gradients) is one matrix product over all
-T·N rows, a BLAS call per row block from a Numba kernel.
+T·N rows, a BLAS call per row block from a Numba kernel — or, for the projection and dx
+of a small W_ax, a register-tile product per block (:data:`TILE_OPERAND_MAX_BYTES`).
 
 The recurrence kernels exist in a serial and a ``prange``-parallel variant compiled
 from the same source (``prange`` is ``range`` when ``parallel=False``). A layer whose
@@ -756,7 +757,8 @@ def recurrence_backward(dA, A, W_aa, dh_n, kind, reverse=False, parallel=None, l
 
 # --- the batched products over all T·N rows ---------------------------------------
 #
-# One BLAS call per row block (a fixed number of blocks, see PRODUCT_BLOCKS): the
+# One BLAS call per row block (a fixed number of blocks, see PRODUCT_BLOCKS; a register
+# tile product instead where the right operand is small, TILE_OPERAND_MAX_BYTES): the
 # parallel variant runs the blocks on Numba's threads (BLAS itself single-threaded), so
 # the whole layer uses one thread pool and the cores are never oversubscribed.
 # Reductions over rows (the weight gradients) give each block its own partial result
@@ -918,9 +920,17 @@ def _matmul(a, b, bias=None, parallel=False, tiles=True):
     out = aligned_empty((a.shape[0], b.shape[1]), a.dtype)
     Bt = _row_tiles(b, "row_tiles") if tiles else _NO_TILES[a.dtype]
     _product_kernel(_gemm_rows, parallel, a.dtype)(
-        np.ascontiguousarray(a), b, Bt, _NO_BIAS[a.dtype] if bias is None else bias,
+        _tile_operand(a), b, Bt, _NO_BIAS[a.dtype] if bias is None else bias,
         _blocks(a.shape[0], PRODUCT_BLOCKS), out)
     return out
+
+
+def _tile_operand(a):
+    """``a`` as the tile product takes its rows — C-contiguous and writeable, the type
+    its compiled signatures name — copied only when it is not (a read-only or strided
+    input): a kernel that may call the tile product compiles that call for whatever
+    ``a`` it is given, taken or not."""
+    return a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C")
 
 
 _NO_BIAS = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
@@ -978,7 +988,7 @@ def layer_grads(delta, x, A, a0, W_ax, reverse=False, parallel=False):
     fixed cost is ~0.6 ms."""
     T, N, H = delta.shape
     D = x.shape[2]
-    d2 = np.ascontiguousarray(delta.reshape(T * N, H))      # (the tile product takes C)
+    d2 = _tile_operand(delta.reshape(T * N, H))
     d_later, a_earlier = _recurrent_pairs(delta, A, reverse)
     dt = delta.dtype
     sums, sums_aa = _blocks(T * N, SUM_BLOCKS), _blocks(d_later.shape[0], SUM_BLOCKS)
