@@ -146,6 +146,19 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def run_python(code, env=None, timeout=300):
+    """Run ``code`` (dedented) in a fresh ``python -c`` process with ``env`` (default:
+    this one's); assert that it exited 0, its output in the message; return its stdout.
+    For what is decided once per process (the BLAS loaded, the threading layer)."""
+    import subprocess
+    import sys
+    import textwrap
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, (res.returncode, (res.stdout + res.stderr)[-3000:])
+    return res.stdout
+
+
 def tool(name):
     """tools/<name>.py, imported as a module (tools/ is not a package)."""
     import importlib.util

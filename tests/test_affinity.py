@@ -2,11 +2,11 @@
 own, the calling thread on the remaining core only for the duration of a parallel call.
 Each case runs in a fresh process: binding is decided once per process and team."""
 import os
-import subprocess
 import sys
-import textwrap
 
 import pytest
+
+from .conftest import run_python
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 needs_two_cores = pytest.mark.skipif(CORES < 2 or not sys.platform.startswith("linux"),
@@ -45,10 +45,8 @@ def _probe(**env):
     for name in ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY"):
         if name not in env or not env[name]:
             env.pop(name, None)
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(PROBE)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    out = run_python(PROBE, env)
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
 
 
 @needs_two_cores

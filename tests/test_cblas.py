@@ -1,14 +1,13 @@
 """The CBLAS ``gemm`` both libraries share (kernels/cblas.py), as MKL's (kernels/mkl.py)
 and the OpenBLAS wheel's (kernels/openblas.py): every operand layout, empty dimensions,
 and arrays kept alive for the whole call."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from numba import njit
 
 from numba_rnn.kernels import mkl, openblas
+
+from .conftest import run_python
 
 LIBRARIES = {"mkl": mkl, "openblas": openblas}
 
@@ -73,7 +72,5 @@ def test_a_temporary_handed_to_gemm_lives_through_the_call():
             "    out = np.zeros((2, 2))\n"
             "    product_of_copy(a, b, out)\n"
             "    print(name, bool((out == M).all()))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
-    assert res.stdout.split() == [w for name in loaded for w in (name, "True")], res.stdout
+    out = run_python(code)
+    assert out.split() == [w for name in loaded for w in (name, "True")], out

@@ -2,8 +2,6 @@
 recurrences and batched products on MKL against the NumPy reference and against a run
 without MKL."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,10 +11,8 @@ from numba_rnn.kernels import cpu, mkl, openblas
 from numba_rnn.kernels.mkl import packed_product
 
 from . import reference as ref
-from .conftest import expected_on_linux_x86
-from .panels import (assert_default_cut_same_bits_any_threads, assert_cuts_agree,
-                     run_layer)
-
+from .conftest import expected_on_linux_x86, run_python
+from .panels import assert_cuts_agree, assert_default_cut_same_bits_any_threads, run_layer
 
 MKL_EXPECTED = expected_on_linux_x86("mkl", off=("openblas", "scipy"))
 needs_mkl = pytest.mark.skipif(not mkl.load(), reason=f"MKL not in use: {mkl.status()[1]}")
@@ -69,10 +65,8 @@ def test_stays_off_when_another_library_loaded_mkl_first():
             "rnn = nr.RNN(3, 8, seed=0)\n"
             "out, h = rnn(np.ones((4, 2, 3)))\n"
             "print(mkl.status())\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "(False, 'MKL already loaded by another library here" in res.stdout, res.stdout
+    out = run_python(code)
+    assert "(False, 'MKL already loaded by another library here" in out, out
 
 
 @njit
@@ -245,12 +239,10 @@ def test_openblas_when_asked_for():
             "g, dx, dh0 = rnn.backward(c, np.ones_like(out))\n"
             "print(mkl.status(), bench.blas_name(), bool(np.isfinite(g['W_aa_l0']).all()))\n")
     env = dict(os.environ, NUMBA_RNN_BLAS="openblas")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "(False, 'NUMBA_RNN_BLAS=openblas')" in res.stdout
-    assert "float32 float64 batched products (MKL off: NUMBA_RNN_BLAS=openblas)" in res.stdout
-    assert res.stdout.strip().endswith("True")
+    out = run_python(code, env)
+    assert "(False, 'NUMBA_RNN_BLAS=openblas')" in out
+    assert "float32 float64 batched products (MKL off: NUMBA_RNN_BLAS=openblas)" in out
+    assert out.strip().endswith("True")
 
 
 @needs_mkl

@@ -2,16 +2,13 @@
 layer on it against the same layer on SciPy's BLAS (its ``gemm`` itself: test_cblas)."""
 import ctypes
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from numba_rnn.kernels import cpu, mkl, openblas
 
-from .conftest import expected_on_linux_x86
-
+from .conftest import expected_on_linux_x86, run_python
 
 EXPECTED = expected_on_linux_x86("scipy-openblas32", off=("scipy",))
 needs_wheel = pytest.mark.skipif(not openblas.load(),
@@ -112,11 +109,9 @@ def test_scipys_blas_when_asked_for():
             "print(mkl.status(), openblas.status(), cpu.product_engine(np.float64))\n"
             "print(bench.blas_name(), all(np.isfinite(p).all() for p in products))\n")
     env = dict(os.environ, NUMBA_RNN_BLAS="scipy")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    out = run_python(code, env)
     assert "(False, 'NUMBA_RNN_BLAS=scipy') (False, 'NUMBA_RNN_BLAS=scipy') scipy" \
-        in res.stdout
-    assert "OpenBLAS via SciPy: float32 float64 batched products" in res.stdout
-    assert res.stdout.strip().endswith("True")
+        in out
+    assert "OpenBLAS via SciPy: float32 float64 batched products" in out
+    assert out.strip().endswith("True")
 

@@ -6,8 +6,6 @@ threading layer is thread-safe), and the process must never abort — also under
 numba's workqueue layer, which aborts on concurrent parallel regions.
 """
 import os
-import subprocess
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +14,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import numba_rnn as nr
+
+from .conftest import run_python
 
 
 def _job(rnn, x, d_out):
@@ -77,10 +77,7 @@ def test_concurrent_parallel_calls_under_workqueue_do_not_abort():
         print("layer", numba.threading_layer(), "ok")
     """)
     env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", NUMBA_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "layer workqueue ok" in out.stdout
+    assert "layer workqueue ok" in run_python(code, env)
 
 
 def test_models_give_the_same_bits_for_any_thread_count():
@@ -103,10 +100,7 @@ def test_models_give_the_same_bits_for_any_thread_count():
 
 def _run_layer(layer, code):
     env = dict(os.environ, NUMBA_THREADING_LAYER=layer, NUMBA_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
+    return run_python(code, env)
 
 
 def test_default_stays_serial_on_the_slow_workqueue_layer():
