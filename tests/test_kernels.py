@@ -192,6 +192,38 @@ def test_layer_grads_are_weight_grads_and_input_grad(dtype, parallel, reverse):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_sums_over_rows_at_every_row_count(dtype, parallel):
+    """The sums over rows (``aᵀ·b``, and the fused backward's dW_ax, dW_aa and db) leave
+    their first row block's partial in the output and add the other's: right with no
+    rows (zeros, even in a reused buffer that held a result before), one row (an empty
+    second block), and odd and even row counts."""
+    rng = np.random.default_rng(5)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    with cpu.compute_context(parallel):
+        for M in (0, 1, 2, 3, 8):
+            a, b = (rng.standard_normal((M, k)).astype(dtype) for k in (128, 160))
+            cpu._matmul_tn(rng.standard_normal((5, 128)).astype(dtype),
+                           rng.standard_normal((5, 160)).astype(dtype), parallel)
+            got = cpu._matmul_tn(a, b, parallel)            # 80 KB or more: from the pool
+            np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, **tol)
+            assert M or not got.any()
+        for T, N in ((1, 1), (1, 3), (2, 1), (3, 2)):
+            delta, A = (rng.standard_normal((T, N, 8)).astype(dtype) for _ in range(2))
+            x, W_ax = rng.standard_normal((T, N, 5)).astype(dtype), \
+                rng.standard_normal((8, 5)).astype(dtype)
+            dW_ax, dW_aa, db, dx = cpu.layer_grads(delta, x, A, np.zeros((N, 8), dtype),
+                                                   W_ax, False, parallel)
+            d2, x2 = delta.reshape(T * N, 8).astype(np.float64), x.reshape(T * N, 5)
+            np.testing.assert_allclose(dW_ax, d2.T @ x2, **tol)
+            np.testing.assert_allclose(dW_aa, sum((delta[t].T.astype(np.float64) @ A[t - 1]
+                                                   for t in range(1, T)), np.zeros((8, 8))),
+                                       **tol)
+            np.testing.assert_allclose(db, d2.sum(axis=0), **tol)
+            np.testing.assert_allclose(dx.reshape(T * N, 5), d2 @ W_ax, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batched_products_take_tiles_for_a_small_operand_and_the_blas_otherwise(dtype,
                                                                                 monkeypatch):
     """``a·b (+ bias)`` multiplies with register tiles when b is at most
