@@ -152,7 +152,10 @@ def _median_alternating(fns, repeats, probe=None):
 
     Returns medians in ms: ``<peer>`` for each peer, ``ours_<peer>`` for ours within
     that pairing and ``ours`` over all its timings, and ``ratio_<peer>`` =
-    ``ours_<peer> / <peer>``; with a ``probe``, also ``probes``, its readings in order.
+    ``ours_<peer> / <peer>``; ``ratio_<peer>_iqr``, the quartiles [q25, q75] of the
+    repeats' own ratios (ours ÷ the peer call timed right after it: how far the
+    machine moved the ratio while it was measured); with a ``probe``, also ``probes``,
+    its readings in order.
     """
     ours, res, all_ours, probes = fns["ours"], {}, [], []
     for k, f in fns.items():
@@ -167,6 +170,8 @@ def _median_alternating(fns, repeats, probe=None):
         res[k] = float(np.median(b))
         res["ours_" + k] = float(np.median(a))
         res["ratio_" + k] = res["ours_" + k] / res[k]
+        res["ratio_" + k + "_iqr"] = [float(q) for q in
+                                      np.percentile(np.divide(a, b), [25, 75])]
         all_ours += a
     res["ours"] = float(np.median(all_ours))
     if probe is not None:
@@ -274,6 +279,7 @@ def _measure(shape, dtype, device, repeats, parallel, threads):
             "numpy_ms": ms["numpy"], "torch_ms": ms.get("torch"),
             "floor_ms": ms["floor"], "best_peer": best,
             "ratio_best_peer": ms["ratio_" + best],
+            "ratio_best_peer_iqr": ms["ratio_" + best + "_iqr"],
             "ratio_numpy": ms["ratio_numpy"],
             "ratio_torch": ms.get("ratio_torch"),
             "gflops": flops(shape, op) / ms["ours_" + best] / 1e6,
@@ -389,7 +395,9 @@ def _cpu_name():
 
 
 def table(rows):
-    """A Markdown table of the results; "hand-over ns" is :func:`handover_ns` while the
+    """A Markdown table of the results. "ours/best peer" is the quotient of the two
+    medians, with the best peer and, where the repeats' own ratios spread, their
+    quartiles (:func:`_ratio_cell`); "hand-over ns" is :func:`handover_ns` while the
     row was timed: the median of the readings and, where there were several, their
     range (— with one core or thread)."""
     head = ("| shape | dtype | op | ours ms | NumPy ms | torch ms | ours/best peer | "
@@ -399,10 +407,21 @@ def table(rows):
         torch_ms = f"{r['torch_ms']:.3g}" if r["torch_ms"] is not None else "—"
         handover = _handover_cell(r)
         lines.append(f"| {r['shape']} | {r['dtype']} | {r['op']} | {r['ours_ms']:.3g} | "
-                     f"{r['numpy_ms']:.3g} | {torch_ms} | {r['ratio_best_peer']:.2f} "
-                     f"({r['best_peer']}) | {r['floor_ms']:.3g} | {r['floor_fraction']:.2f} | "
+                     f"{r['numpy_ms']:.3g} | {torch_ms} | {_ratio_cell(r)} | "
+                     f"{r['floor_ms']:.3g} | {r['floor_fraction']:.2f} | "
                      f"{r['gflops']:.1f} | {handover} |")
     return "\n".join(lines)
+
+
+def _ratio_cell(row):
+    """The table's ratio cell: ``0.42 (numpy; 0.38–0.47)`` — the ratio of the medians,
+    the best peer, and the quartiles of the repeats' own ratios where a row has them
+    and they do not round alike."""
+    ratio, peer = f"{row['ratio_best_peer']:.2f}", row["best_peer"]
+    iqr = row.get("ratio_best_peer_iqr")
+    if iqr is None or f"{iqr[0]:.2f}" == f"{iqr[1]:.2f}":
+        return f"{ratio} ({peer})"
+    return f"{ratio} ({peer}; {iqr[0]:.2f}–{iqr[1]:.2f})"
 
 
 def _handover_cell(row):
@@ -431,6 +450,12 @@ def bar_chart(rows, path, targets=None, key="ratio_best_peer"):
     colors = ["tab:green" if v <= targets[r["shape"]] else "tab:red"
               for v, r in zip(ratios, rows, strict=True)]
     ax.bar(np.arange(len(rows)), ratios, color=colors)
+    spread = [(i, r[key + "_iqr"]) for i, r in enumerate(rows) if r.get(key + "_iqr")]
+    if spread:                                      # the repeats' own ratios, q25–q75
+        idx = [i for i, _ in spread]
+        ax.vlines(idx, [q[0] for _, q in spread], [q[1] for _, q in spread],
+                  color="0.25", lw=1.2, label="ratio of each repeat, q25–q75")
+        ax.legend(loc="upper left", fontsize="x-small")
     for i, r in enumerate(rows):
         ax.hlines(targets[r["shape"]], i - 0.4, i + 0.4, color="black", lw=1.5)
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")

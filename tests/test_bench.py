@@ -45,6 +45,7 @@ def test_bench_cli_json_and_table(tmp_path, capsys):
         assert r["ratio_numpy"] > 0 and 0 < r["floor_fraction"]
         assert r["ratio_best_peer"] == r["ratio_" + r["best_peer"]]
         assert r["ratio_best_peer"] == r["ours_ms"] / r[r["best_peer"] + "_ms"]
+        assert 0 < r["ratio_best_peer_iqr"][0] <= r["ratio_best_peer_iqr"][1]
         assert r["handover_ns"] is None or \
             0 < r["handover_ns_min"] <= r["handover_ns"] <= r["handover_ns_max"]
     assert res["machine"]["numba"]
@@ -101,8 +102,12 @@ def test_alternating_timer_pairs_ours_with_each_peer(monkeypatch):
         return f
     res = bench._median_alternating({k: counter(k) for k in calls}, 3)
     assert calls == {"ours": 2 * 3 * 2, "a": 3 * 2, "b": 3 * 2}
-    assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b"}
-    assert all(v > 0 for v in res.values())
+    assert set(res) == {"ours", "a", "b", "ours_a", "ours_b", "ratio_a", "ratio_b",
+                        "ratio_a_iqr", "ratio_b_iqr"}
+    assert all(v > 0 for k, v in res.items() if not k.endswith("_iqr"))
+    for k in ("a", "b"):
+        lo, hi = res["ratio_" + k + "_iqr"]
+        assert 0 < lo <= hi
 
 
 def test_alternating_timer_probes_after_each_pair(monkeypatch):
@@ -123,6 +128,27 @@ def test_alternating_timer_probes_after_each_pair(monkeypatch):
     assert [p[-1] for p in pairs] == ["probe"] * 4
     assert [p[:4] for p in pairs] == [["ours"] * 2 + ["a"] * 2] * 2 + \
         [["ours"] * 2 + ["b"] * 2] * 2
+
+
+def test_alternating_timer_quartiles_are_those_of_each_pairs_ratio(monkeypatch):
+    """The spread comes from the repeats' own ratios — ours ÷ the peer timed right
+    after it — not from the two lists sorted apart."""
+    monkeypatch.setattr(bench, "QUIET_S", 0)
+    monkeypatch.setattr(bench, "WARM_S", 0)
+    times = iter([1.0, 10.0, 2.0, 10.0, 4.0, 10.0, 8.0, 10.0, 16.0, 10.0])
+    fake = {"ours": None, "peer": None}
+    monkeypatch.setattr(bench, "_timed", lambda f: next(times))
+    res = bench._median_alternating(fake, 5)
+    assert res["ratio_peer"] == 4.0 / 10.0
+    assert res["ratio_peer_iqr"] == [0.2, 0.8]                 # of 0.1 0.2 0.4 0.8 1.6
+
+
+def test_ratio_cell_shows_the_quartiles_where_they_spread():
+    row = {"ratio_best_peer": 0.4242, "best_peer": "numpy"}
+    assert bench._ratio_cell(row) == "0.42 (numpy)"
+    assert bench._ratio_cell(dict(row, ratio_best_peer_iqr=[0.381, 0.466])) == \
+        "0.42 (numpy; 0.38–0.47)"
+    assert bench._ratio_cell(dict(row, ratio_best_peer_iqr=[0.421, 0.424])) == "0.42 (numpy)"
 
 
 def test_handover_cell_shows_the_median_and_range():
