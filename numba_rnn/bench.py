@@ -416,7 +416,8 @@ def table(rows):
 def _ratio_cell(row):
     """The table's ratio cell: ``0.42 (numpy; 0.38–0.47)`` — the ratio of the medians,
     the best peer, and the quartiles of the repeats' own ratios where a row has them
-    and they do not round alike."""
+    and they do not round alike. The quartiles need not bracket the ratio of the
+    medians: a pair's two calls share the machine's minute, the two medians do not."""
     ratio, peer = f"{row['ratio_best_peer']:.2f}", row["best_peer"]
     iqr = row.get("ratio_best_peer_iqr")
     if iqr is None or f"{iqr[0]:.2f}" == f"{iqr[1]:.2f}":
