@@ -135,12 +135,13 @@ def test_alternating_timer_quartiles_are_those_of_each_pairs_ratio(monkeypatch):
     after it — not from the two lists sorted apart."""
     monkeypatch.setattr(bench, "QUIET_S", 0)
     monkeypatch.setattr(bench, "WARM_S", 0)
-    times = iter([1.0, 10.0, 2.0, 10.0, 4.0, 10.0, 8.0, 10.0, 16.0, 10.0])
-    fake = {"ours": None, "peer": None}
+    ours, peer = [1.0, 2.0, 4.0, 8.0, 16.0], [16.0, 8.0, 4.0, 2.0, 1.0]
+    times = iter([t for pair in zip(ours, peer) for t in pair])   # ours, peer, ours, …
     monkeypatch.setattr(bench, "_timed", lambda f: next(times))
-    res = bench._median_alternating(fake, 5)
-    assert res["ratio_peer"] == 4.0 / 10.0
-    assert res["ratio_peer_iqr"] == [0.2, 0.8]                 # of 0.1 0.2 0.4 0.8 1.6
+    res = bench._median_alternating({"ours": None, "peer": None}, 5)
+    assert res["ratio_peer"] == 4.0 / 4.0                       # the medians' quotient
+    assert res["ratio_peer_iqr"] == [0.25, 4.0]     # of 1/16, 2/8, 4/4, 8/2, 16/1
+    # (the quartiles of each list apart would give 2/2 and 8/8: a spread of nothing)
 
 
 def test_ratio_cell_shows_the_quartiles_where_they_spread():
