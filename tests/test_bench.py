@@ -136,7 +136,7 @@ def test_alternating_timer_quartiles_are_those_of_each_pairs_ratio(monkeypatch):
     monkeypatch.setattr(bench, "QUIET_S", 0)
     monkeypatch.setattr(bench, "WARM_S", 0)
     ours, peer = [1.0, 2.0, 4.0, 8.0, 16.0], [16.0, 8.0, 4.0, 2.0, 1.0]
-    times = iter([t for pair in zip(ours, peer) for t in pair])   # ours, peer, ours, …
+    times = iter([t for pair in zip(ours, peer, strict=True) for t in pair])
     monkeypatch.setattr(bench, "_timed", lambda f: next(times))
     res = bench._median_alternating({"ours": None, "peer": None}, 5)
     assert res["ratio_peer"] == 4.0 / 4.0                       # the medians' quotient
