@@ -218,3 +218,25 @@ def test_blas_engines_tool_times_each_engine_and_puts_the_choice_back():
                           steps=1, T=3)
     assert all(len(ms) == 2 and min(ms) > 0 for ms in res.values())
     assert cpu.product_engine is before
+
+
+def test_stream_limits_tool_measures_the_core_and_the_step_product():
+    """tools/stream_limits.py: the clock's chain is not folded away by the compiler (a
+    folded chain read 23 GHz), the chained product multiplies as NumPy does, and the
+    recurrence's floor is the half panel read T times at the L2 rate."""
+    from numba_rnn.kernels.tiles import pack_tiles
+    limits = tool("stream_limits")
+    H = 64
+    res = limits.measure("float64", H=H, rounds=1)
+    assert set(res) == {"ghz", "l2_gbps", "product_us", "product_gbps", "product_of_l2",
+                        "recurrence_floor_ms"}
+    assert 0 < res["ghz"] < 8
+    assert res["l2_gbps"] > 0 and res["product_us"] > 0
+    assert res["product_of_l2"] == pytest.approx(res["product_gbps"] / res["l2_gbps"])
+    assert res["recurrence_floor_ms"] == pytest.approx(
+        1e3 * limits.T_STREAM * (H * H // 2 * 8) / (res["l2_gbps"] * 1e9))
+    rng = np.random.default_rng(1)
+    W, a = rng.standard_normal((H, H)), rng.standard_normal((1, H))
+    out = np.empty((1, H // 2))
+    limits._chained_product()(a.copy(), np.ascontiguousarray(pack_tiles(W, H // 2)[0]), out, 1)
+    np.testing.assert_allclose(out, a @ W[:, :H // 2], rtol=1e-12, atol=1e-12)
